@@ -1,0 +1,1 @@
+"""The embedded Binance-compatible exchange: matching engine, market generators, server."""
