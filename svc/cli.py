@@ -1,0 +1,193 @@
+"""The ``svc`` command line: parses arguments, builds configuration, runs one subcommand.
+
+Subcommands: ``svc sim`` (the simulated Binance exchange on loopback).
+
+Exit codes: 0 success, 2 configuration or usage error (the message names the field),
+70 fatal internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from svc import __version__
+from svc.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_INTERNAL = 70
+
+log = logging.getLogger("svc.cli")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return int(text)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"svc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = commands.add_parser(
+        "sim",
+        help="run the simulated Binance exchange on loopback",
+        description="A Binance-compatible exchange on loopback: REST, market-data and "
+        "user-data websockets, a matching engine, fault injection.",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0 = any)")
+    sim.add_argument(
+        "--symbols", type=_csv, default=("BTCUSDT", "ETHUSDT"), help="comma-separated symbols"
+    )
+    sim.add_argument(
+        "--intervals", type=_csv, default=("1m", "5m", "15m", "1h"), help="kline intervals"
+    )
+    sim.add_argument(
+        "--market",
+        default="synthetic",
+        help="'synthetic' (seeded random walk) or a Binance klines JSON file to replay",
+    )
+    sim.add_argument("--speed", type=_positive_float, default=1.0, help="market time per wall time")
+    sim.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=10.0,
+        help="market ticks (messages per stream) per s",
+    )
+    sim.add_argument("--frames", type=Path, help="replay this JSONL file of raw frames verbatim")
+    sim.add_argument("--seed", type=int, default=7, help="seed of the synthetic market")
+    sim.add_argument(
+        "--api-key",
+        default=os.environ.get("SVC_SIM_API_KEY"),
+        help="API key the simulator accepts (env SVC_SIM_API_KEY; default svc-sim-api-key)",
+    )
+    sim.add_argument(
+        "--api-secret",
+        default=os.environ.get("SVC_SIM_API_SECRET"),
+        help="its secret (env SVC_SIM_API_SECRET; default svc-sim-api-secret)",
+    )
+    sim.add_argument(
+        "--duration", type=_positive_float, help="stop after this many seconds (default: run)"
+    )
+    faults = sim.add_argument_group("fault injection (also POST /_sim/faults at runtime)")
+    faults.add_argument("--disconnect-every", type=_non_negative_float, default=0.0, metavar="S")
+    faults.add_argument("--silent", action="store_true", help="send no market data")
+    faults.add_argument("--latency-ms", type=_non_negative_float, default=0.0, metavar="MS")
+    faults.add_argument(
+        "--rate-limit-seconds",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="answer 429 for S seconds, then 418 if the client keeps sending",
+    )
+    faults.add_argument("--clock-skew-ms", type=int, default=0, metavar="MS")
+    faults.add_argument("--reject-next", type=int, default=0, metavar="N")
+    return parser
+
+
+async def _run_sim(args: argparse.Namespace) -> int:
+    from svc.sim.server import (  # noqa: PLC0415  (keep `svc --help` fast)
+        DEFAULT_API_KEY,
+        DEFAULT_API_SECRET,
+        SimConfig,
+        SimExchange,
+    )
+
+    config = SimConfig(
+        host=args.host,
+        port=args.port,
+        symbols=args.symbols,
+        intervals=args.intervals,
+        market=args.market,
+        speed=args.speed,
+        rate=args.rate,
+        frames=args.frames,
+        seed=args.seed,
+        api_key=args.api_key or DEFAULT_API_KEY,
+        api_secret=args.api_secret or DEFAULT_API_SECRET,
+    )
+    exchange = SimExchange(config)
+    exchange.set_faults(
+        disconnect_every=args.disconnect_every,
+        silent=args.silent,
+        latency_ms=args.latency_ms,
+        rate_limit_seconds=args.rate_limit_seconds,
+        clock_skew_ms=args.clock_skew_ms,
+        reject_next=args.reject_next,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with exchange:
+        print(
+            f"svc sim: Binance-compatible exchange on {exchange.http_url} "
+            f"(REST /api/v3, websockets {exchange.ws_url}/ws/<stream> and /stream?streams=...); "
+            f"symbols {','.join(config.symbols)}; API key {config.api_key}",
+            flush=True,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=args.duration)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("SVC_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sim":
+            return asyncio.run(_run_sim(args))
+    except ConfigError as error:
+        print(f"svc: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as error:
+        print(f"svc: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception:
+        log.exception("fatal internal error")
+        return EXIT_INTERNAL
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
