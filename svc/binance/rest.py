@@ -174,20 +174,21 @@ def klines_to_candles(
     """
     now = ts_init // NS_PER_MS if now_ms is None else now_ms
     candles = []
-    for row in rows:
+    for index, row in enumerate(rows):
         closed = row.close_time < now
+        prices = [_number(getattr(row, name), index, position) for position, name in _KLINE_NUMBERS]
         candles.append(
             Candle(
                 symbol=symbol,
                 interval=interval,
                 open_time=row.open_time * NS_PER_MS,
                 close_time=row.close_time * NS_PER_MS,
-                open=float(row.open),
-                high=float(row.high),
-                low=float(row.low),
-                close=float(row.close),
-                volume=float(row.volume),
-                quote_volume=float(row.quote_volume),
+                open=prices[0],
+                high=prices[1],
+                low=prices[2],
+                close=prices[3],
+                volume=prices[4],
+                quote_volume=prices[5],
                 trades=row.trades,
                 closed=closed,
                 ts_event=row.close_time * NS_PER_MS if closed else ts_init,
@@ -195,6 +196,25 @@ def klines_to_candles(
             )
         )
     return candles
+
+
+_KLINE_NUMBERS = (
+    (1, "open"),
+    (2, "high"),
+    (3, "low"),
+    (4, "close"),
+    (5, "volume"),
+    (7, "quote_volume"),
+)
+
+
+def _number(text: str, row: int, position: int) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DecodeError(
+            "/api/v3/klines", f"$[{row}][{position}]", f"not a number: {text!r}"
+        ) from None
 
 
 # ---------------------------------------------------------------- orders

@@ -1,0 +1,47 @@
+# The documented way to do things. Every target creates .venv and installs what is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install run sim test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the main job (for now the simulated exchange for 60 s; `svc run` arrives with the pipeline)
+run: $(STAMP)
+	$(BIN)/svc sim --port 0 --duration 60
+
+## sim: the simulated Binance exchange on 127.0.0.1:8765 until Ctrl-C
+sim: $(STAMP)
+	$(BIN)/svc sim
+
+## test: the whole test suite; "no tests collected" (pytest exit 5) is a failure
+test: $(STAMP)
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check svc tests bench
+	$(BIN)/ruff format --check svc tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict svc
+
+## check: what CI runs
+check: lint typecheck test
+
+## bench: every benchmark, quick mode (tables on stdout, JSON + PNG in bench/results/)
+bench: $(STAMP)
+	$(BIN)/python -m bench decode --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

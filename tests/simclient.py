@@ -1,0 +1,52 @@
+"""Test helpers: python-binance pointed at a simulated exchange on loopback.
+
+python-binance has no base-URL option, so the client's URL attributes are overridden the way
+a user would for any Binance-compatible endpoint: ``API_URL`` for REST, ``STREAM_URL`` of the
+socket manager for market streams, and a ``WebsocketAPI`` at ``/ws-api/v3`` for the
+user-data stream (python-binance >= 1.0.30 subscribes to it over the WebSocket API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from binance import AsyncClient, BinanceSocketManager
+from binance.exceptions import BinanceAPIException
+from binance.ws.websocket_api import WebsocketAPI
+
+from svc.errors import ExchangeError, exchange_error
+from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimExchange
+
+
+@asynccontextmanager
+async def binance_client(
+    sim: SimExchange,
+    *,
+    api_key: str = DEFAULT_API_KEY,
+    api_secret: str = DEFAULT_API_SECRET,
+    ping: bool = True,
+) -> AsyncIterator[tuple[AsyncClient, BinanceSocketManager]]:
+    client = AsyncClient(api_key, api_secret)
+    client.API_URL = f"{sim.http_url}/api"
+    client.ws_api = WebsocketAPI(url=f"{sim.ws_url}/ws-api/v3")
+    try:
+        if ping:
+            await client.ping()
+        manager = BinanceSocketManager(client)
+        manager.STREAM_URL = f"{sim.ws_url}/"
+        yield client, manager
+    finally:
+        await client.close_connection()
+
+
+def as_svc_error(error: BinanceAPIException) -> ExchangeError:
+    """python-binance's exception -> the svc exception tree (what svc's client side does)."""
+    return exchange_error(error.code, error.message, http_status=error.status_code)
+
+
+async def recv(socket: Any, *, within: float = 10.0) -> Any:
+    """The next message of a python-binance socket, failing after ``within`` seconds."""
+    return await asyncio.wait_for(socket.recv(), within)
