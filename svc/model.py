@@ -70,7 +70,11 @@ class Quote(msgspec.Struct, frozen=True, gc=False):
 
 
 class BookDelta(msgspec.Struct, frozen=True):
-    """An order-book diff (``depthUpdate``): levels as (price, size); size 0 removes a level."""
+    """An order-book diff (``depthUpdate``): levels as (price, size); size 0 removes a level.
+
+    ``partial`` marks USD-M ``@depth5/10/20`` frames: the same shape, but the top N levels
+    that replace the book rather than a diff to apply.
+    """
 
     symbol: str
     first_update_id: int
@@ -79,6 +83,7 @@ class BookDelta(msgspec.Struct, frozen=True):
     asks: tuple[tuple[float, float], ...]
     ts_event: int
     ts_init: int
+    partial: bool = False
 
 
 class OrderUpdate(msgspec.Struct, frozen=True):

@@ -43,6 +43,8 @@ def decode_as(
         return decoder.decode(raw)
     except msgspec.DecodeError as error:
         raise DecodeError(stream, field_of(error, prefix), reason_of(error)) from None
+    except UnicodeError as error:  # msgspec raises this for invalid UTF-8 in a string
+        raise DecodeError(stream, prefix, f"invalid UTF-8: {error}") from None
 
 
 def convert_as(kind: type[T], obj: Any, *, stream: str) -> T:

@@ -11,6 +11,7 @@ exactly the ACK fields.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -73,9 +74,12 @@ _ZERO = Decimal(0)
 def _decimal(filter_: dict[str, Any], key: str, *, route: str, path: str) -> Decimal:
     value = filter_.get(key, "0")
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except ArithmeticError:
-        raise DecodeError(route, f"{path}.{key}", f"not a decimal: {value!r}") from None
+        number = Decimal("NaN")
+    if not number.is_finite() or number < 0:
+        raise DecodeError(route, f"{path}.{key}", f"not a non-negative decimal: {value!r}")
+    return number
 
 
 def symbol_rules(info: SymbolInfo, *, index: int = 0) -> SymbolRules:
@@ -210,11 +214,12 @@ _KLINE_NUMBERS = (
 
 def _number(text: str, row: int, position: int) -> float:
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
-        raise DecodeError(
-            "/api/v3/klines", f"$[{row}][{position}]", f"not a number: {text!r}"
-        ) from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise DecodeError("/api/v3/klines", f"$[{row}][{position}]", f"not a number: {text!r}")
+    return number
 
 
 # ---------------------------------------------------------------- orders

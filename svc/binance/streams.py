@@ -41,8 +41,10 @@ from svc.model import (
 # ---------------------------------------------------------------- market-data wire structs
 
 P = TypeVar("P")
-"""The number type of market-data fields: ``str`` as on the wire (the simulator encodes
-exact decimal strings), ``float`` when decoding (msgspec converts in C, ``strict=False``)."""
+"""The number type of price and quantity fields: ``str`` as on the wire (the simulator
+encodes exact decimal strings); when decoding, ``float`` for market data and ``Decimal`` for
+user data. msgspec converts in C (``strict=False`` lets it read numbers from strings) and
+reports a malformed number with its JSON path."""
 
 
 class KlineBar(msgspec.Struct, Generic[P], kw_only=True):
@@ -127,27 +129,29 @@ class DepthUpdateEvent(msgspec.Struct, Generic[P], kw_only=True, tag="depthUpdat
 # ---------------------------------------------------------------- user-data wire structs
 
 
-class ExecutionReportEvent(msgspec.Struct, kw_only=True, tag="executionReport", tag_field="e"):
+class ExecutionReportEvent(
+    msgspec.Struct, Generic[P], kw_only=True, tag="executionReport", tag_field="e"
+):
     event_time: int = field(name="E")
     symbol: str = field(name="s")
     client_order_id: str = field(name="c")
     side: str = field(name="S")
     order_type: str = field(name="o")
     time_in_force: str = field(name="f")
-    quantity: str = field(name="q")
-    price: str = field(name="p")
-    stop_price: str = field(name="P", default="0.00000000")
-    iceberg_quantity: str = field(name="F", default="0.00000000")
+    quantity: P = field(name="q")
+    price: P = field(name="p")
+    stop_price: P | UnsetType = field(name="P", default=UNSET)
+    iceberg_quantity: P | UnsetType = field(name="F", default=UNSET)
     order_list_id: int = field(name="g", default=-1)
     original_client_order_id: str = field(name="C", default="")
-    execution_type: str = field(name="x", default="NEW")
-    status: str = field(name="X", default="NEW")
+    execution_type: str = field(name="x")
+    status: str = field(name="X")
     reject_reason: str = field(name="r", default="NONE")
-    order_id: int = field(name="i", default=0)
-    last_quantity: str = field(name="l", default="0")
-    filled_quantity: str = field(name="z", default="0")
-    last_price: str = field(name="L", default="0")
-    commission: str = field(name="n", default="0")
+    order_id: int = field(name="i")
+    last_quantity: P = field(name="l")
+    filled_quantity: P = field(name="z")
+    last_price: P = field(name="L")
+    commission: P | UnsetType = field(name="n", default=UNSET)
     commission_asset: str | None = field(name="N", default=None)
     transaction_time: int = field(name="T", default=0)
     trade_id: int = field(name="t", default=-1)
@@ -156,28 +160,28 @@ class ExecutionReportEvent(msgspec.Struct, kw_only=True, tag="executionReport", 
     is_maker: bool = field(name="m", default=False)
     ignore_m: bool | UnsetType = field(name="M", default=UNSET)
     created_time: int = field(name="O", default=0)
-    cumulative_quote: str = field(name="Z", default="0")
-    last_quote: str = field(name="Y", default="0")
-    quote_order_quantity: str = field(name="Q", default="0")
+    cumulative_quote: P | UnsetType = field(name="Z", default=UNSET)
+    last_quote: P | UnsetType = field(name="Y", default=UNSET)
+    quote_order_quantity: P | UnsetType = field(name="Q", default=UNSET)
     working_time: int | UnsetType = field(name="W", default=UNSET)
     self_trade_prevention: str | UnsetType = field(name="V", default=UNSET)
 
 
-class BalanceEntry(msgspec.Struct, kw_only=True):
+class BalanceEntry(msgspec.Struct, Generic[P], kw_only=True):
     asset: str = field(name="a")
-    free: str = field(name="f")
-    locked: str = field(name="l")
+    free: P = field(name="f")
+    locked: P = field(name="l")
 
 
 class AccountPositionEvent(
-    msgspec.Struct, kw_only=True, tag="outboundAccountPosition", tag_field="e"
+    msgspec.Struct, Generic[P], kw_only=True, tag="outboundAccountPosition", tag_field="e"
 ):
     event_time: int = field(name="E")
     last_update_time: int = field(name="u")
-    balances: list[BalanceEntry] = field(name="B")
+    balances: list[BalanceEntry[P]] = field(name="B")
 
 
-class FuturesOrder(msgspec.Struct, kw_only=True):
+class FuturesOrder(msgspec.Struct, Generic[P], kw_only=True):
     """The ``o`` object of a USD-M ``ORDER_TRADE_UPDATE``."""
 
     symbol: str = field(name="s")
@@ -185,60 +189,64 @@ class FuturesOrder(msgspec.Struct, kw_only=True):
     side: str = field(name="S")
     order_type: str = field(name="o")
     time_in_force: str = field(name="f")
-    quantity: str = field(name="q")
-    price: str = field(name="p")
-    average_price: str = field(name="ap", default="0")
-    stop_price: str = field(name="sp", default="0")
-    execution_type: str = field(name="x", default="NEW")
-    status: str = field(name="X", default="NEW")
-    order_id: int = field(name="i", default=0)
-    last_quantity: str = field(name="l", default="0")
-    filled_quantity: str = field(name="z", default="0")
-    last_price: str = field(name="L", default="0")
+    quantity: P = field(name="q")
+    price: P = field(name="p")
+    average_price: P | UnsetType = field(name="ap", default=UNSET)
+    stop_price: P | UnsetType = field(name="sp", default=UNSET)
+    execution_type: str = field(name="x")
+    status: str = field(name="X")
+    order_id: int = field(name="i")
+    last_quantity: P = field(name="l")
+    filled_quantity: P = field(name="z")
+    last_price: P = field(name="L")
     commission_asset: str | None = field(name="N", default=None)
-    commission: str = field(name="n", default="0")
+    commission: P | UnsetType = field(name="n", default=UNSET)
     trade_time: int = field(name="T", default=0)
     trade_id: int = field(name="t", default=0)
     is_maker: bool = field(name="m", default=False)
     reduce_only: bool = field(name="R", default=False)
     position_side: str = field(name="ps", default="BOTH")
-    realized_profit: str = field(name="rp", default="0")
+    realized_profit: P | UnsetType = field(name="rp", default=UNSET)
 
 
-class OrderTradeUpdateEvent(msgspec.Struct, kw_only=True, tag="ORDER_TRADE_UPDATE", tag_field="e"):
+class OrderTradeUpdateEvent(
+    msgspec.Struct, Generic[P], kw_only=True, tag="ORDER_TRADE_UPDATE", tag_field="e"
+):
     event_time: int = field(name="E")
     transaction_time: int = field(name="T")
-    order: FuturesOrder = field(name="o")
+    order: FuturesOrder[P] = field(name="o")
 
 
-class FuturesBalance(msgspec.Struct, kw_only=True):
+class FuturesBalance(msgspec.Struct, Generic[P], kw_only=True):
     asset: str = field(name="a")
-    wallet_balance: str = field(name="wb")
-    cross_wallet_balance: str = field(name="cw", default="0")
-    balance_change: str | UnsetType = field(name="bc", default=UNSET)
+    wallet_balance: P = field(name="wb")
+    cross_wallet_balance: P | UnsetType = field(name="cw", default=UNSET)
+    balance_change: P | UnsetType = field(name="bc", default=UNSET)
 
 
-class FuturesPosition(msgspec.Struct, kw_only=True):
+class FuturesPosition(msgspec.Struct, Generic[P], kw_only=True):
     symbol: str = field(name="s")
-    amount: str = field(name="pa")
-    entry_price: str = field(name="ep")
-    accumulated_realized: str = field(name="cr", default="0")
-    unrealized_pnl: str = field(name="up", default="0")
+    amount: P = field(name="pa")
+    entry_price: P = field(name="ep")
+    accumulated_realized: P | UnsetType = field(name="cr", default=UNSET)
+    unrealized_pnl: P | UnsetType = field(name="up", default=UNSET)
     margin_type: str = field(name="mt", default="cross")
-    isolated_wallet: str = field(name="iw", default="0")
+    isolated_wallet: P | UnsetType = field(name="iw", default=UNSET)
     position_side: str = field(name="ps", default="BOTH")
 
 
-class FuturesAccount(msgspec.Struct, kw_only=True):
+class FuturesAccount(msgspec.Struct, Generic[P], kw_only=True):
     reason: str = field(name="m", default="")
-    balances: list[FuturesBalance] = field(name="B", default_factory=list)
-    positions: list[FuturesPosition] = field(name="P", default_factory=list)
+    balances: list[FuturesBalance[P]] = field(name="B", default_factory=list)
+    positions: list[FuturesPosition[P]] = field(name="P", default_factory=list)
 
 
-class AccountUpdateEvent(msgspec.Struct, kw_only=True, tag="ACCOUNT_UPDATE", tag_field="e"):
+class AccountUpdateEvent(
+    msgspec.Struct, Generic[P], kw_only=True, tag="ACCOUNT_UPDATE", tag_field="e"
+):
     event_time: int = field(name="E")
     transaction_time: int = field(name="T")
-    account: FuturesAccount = field(name="a")
+    account: FuturesAccount[P] = field(name="a")
 
 
 WireEvent = (
@@ -247,10 +255,10 @@ WireEvent = (
     | TradeEvent[str]
     | BookTickerEvent[str]
     | DepthUpdateEvent[str]
-    | ExecutionReportEvent
-    | AccountPositionEvent
-    | OrderTradeUpdateEvent
-    | AccountUpdateEvent
+    | ExecutionReportEvent[str]
+    | AccountPositionEvent[str]
+    | OrderTradeUpdateEvent[str]
+    | AccountUpdateEvent[str]
 )
 
 # ---------------------------------------------------------------- wire -> domain converters
@@ -328,7 +336,14 @@ def depth_to_delta(event: DepthUpdateEvent[float], ts_init: int) -> BookDelta:
     )
 
 
-def execution_report_to_update(event: ExecutionReportEvent, ts_init: int) -> OrderUpdate:
+_ZERO = Decimal(0)
+
+
+def _or_zero(value: Decimal | UnsetType) -> Decimal:
+    return _ZERO if value is UNSET else value
+
+
+def execution_report_to_update(event: ExecutionReportEvent[Decimal], ts_init: int) -> OrderUpdate:
     # A cancel reports the id of the cancel request in `c` and the order's own id in `C`.
     client_id = event.original_client_order_id or event.client_order_id
     return OrderUpdate(
@@ -338,15 +353,15 @@ def execution_report_to_update(event: ExecutionReportEvent, ts_init: int) -> Ord
         side=event.side,
         order_type=event.order_type,
         time_in_force=event.time_in_force,
-        quantity=Decimal(event.quantity),
-        price=Decimal(event.price),
+        quantity=event.quantity,
+        price=event.price,
         execution_type=event.execution_type,
         status=event.status,
         reject_reason=event.reject_reason,
-        last_quantity=Decimal(event.last_quantity),
-        last_price=Decimal(event.last_price),
-        filled_quantity=Decimal(event.filled_quantity),
-        commission=Decimal(event.commission),
+        last_quantity=event.last_quantity,
+        last_price=event.last_price,
+        filled_quantity=event.filled_quantity,
+        commission=_or_zero(event.commission),
         commission_asset=event.commission_asset or "",
         trade_id=event.trade_id,
         is_maker=event.is_maker,
@@ -355,7 +370,9 @@ def execution_report_to_update(event: ExecutionReportEvent, ts_init: int) -> Ord
     )
 
 
-def order_trade_update_to_update(event: OrderTradeUpdateEvent, ts_init: int) -> OrderUpdate:
+def order_trade_update_to_update(
+    event: OrderTradeUpdateEvent[Decimal], ts_init: int
+) -> OrderUpdate:
     o = event.order
     return OrderUpdate(
         symbol=o.symbol,
@@ -364,15 +381,15 @@ def order_trade_update_to_update(event: OrderTradeUpdateEvent, ts_init: int) -> 
         side=o.side,
         order_type=o.order_type,
         time_in_force=o.time_in_force,
-        quantity=Decimal(o.quantity),
-        price=Decimal(o.price),
+        quantity=o.quantity,
+        price=o.price,
         execution_type=o.execution_type,
         status=o.status,
         reject_reason="NONE",
-        last_quantity=Decimal(o.last_quantity),
-        last_price=Decimal(o.last_price),
-        filled_quantity=Decimal(o.filled_quantity),
-        commission=Decimal(o.commission),
+        last_quantity=o.last_quantity,
+        last_price=o.last_price,
+        filled_quantity=o.filled_quantity,
+        commission=_or_zero(o.commission),
         commission_asset=o.commission_asset or "",
         trade_id=o.trade_id,
         is_maker=o.is_maker,
@@ -381,11 +398,9 @@ def order_trade_update_to_update(event: OrderTradeUpdateEvent, ts_init: int) -> 
     )
 
 
-def account_position_to_update(event: AccountPositionEvent, ts_init: int) -> AccountUpdate:
+def account_position_to_update(event: AccountPositionEvent[Decimal], ts_init: int) -> AccountUpdate:
     return AccountUpdate(
-        balances=tuple(
-            Balance(b.asset, Decimal(b.free), Decimal(b.locked)) for b in event.balances
-        ),
+        balances=tuple(Balance(b.asset, b.free, b.locked) for b in event.balances),
         positions=(),
         reason="",
         ts_event=event.event_time * NS_PER_MS,
@@ -393,13 +408,12 @@ def account_position_to_update(event: AccountPositionEvent, ts_init: int) -> Acc
     )
 
 
-def account_update_to_update(event: AccountUpdateEvent, ts_init: int) -> AccountUpdate:
+def account_update_to_update(event: AccountUpdateEvent[Decimal], ts_init: int) -> AccountUpdate:
     a = event.account
     return AccountUpdate(
-        balances=tuple(Balance(b.asset, Decimal(b.wallet_balance), Decimal(0)) for b in a.balances),
+        balances=tuple(Balance(b.asset, b.wallet_balance, _ZERO) for b in a.balances),
         positions=tuple(
-            Position(p.symbol, Decimal(p.amount), Decimal(p.entry_price), p.position_side)
-            for p in a.positions
+            Position(p.symbol, p.amount, p.entry_price, p.position_side) for p in a.positions
         ),
         reason=a.reason,
         ts_event=event.event_time * NS_PER_MS,
@@ -423,14 +437,18 @@ class _Route(NamedTuple):
     bare: msgspec.json.Decoder[Any]
     combined: msgspec.json.Decoder[Any]
     convert: Callable[[Any, int], Event]
+    guess: bool = False
+    """True for the user-data route, which only guesses the type: on a validation error
+    the frame takes the slow path, which names unknown types and malformed fields exactly."""
 
 
-def _route(kind: Any, convert: Callable[[Any, int], Event]) -> _Route:
+def _route(kind: Any, convert: Callable[[Any, int], Event], *, guess: bool = False) -> _Route:
     # strict=False lets msgspec turn Binance's decimal strings into floats in C.
     return _Route(
         msgspec.json.Decoder(kind, strict=False),
         msgspec.json.Decoder(Combined[kind], strict=False),
         convert,
+        guess,
     )
 
 
@@ -440,11 +458,28 @@ _BY_EVENT_TYPE: dict[str, _Route] = {
     "trade": _route(TradeEvent[float], trade_to_trade),
     "bookTicker": _route(BookTickerEvent[float], book_ticker_to_quote),
     "depthUpdate": _route(DepthUpdateEvent[float], depth_to_delta),
-    "executionReport": _route(ExecutionReportEvent, execution_report_to_update),
-    "outboundAccountPosition": _route(AccountPositionEvent, account_position_to_update),
-    "ORDER_TRADE_UPDATE": _route(OrderTradeUpdateEvent, order_trade_update_to_update),
-    "ACCOUNT_UPDATE": _route(AccountUpdateEvent, account_update_to_update),
+    "executionReport": _route(ExecutionReportEvent[Decimal], execution_report_to_update),
+    "outboundAccountPosition": _route(AccountPositionEvent[Decimal], account_position_to_update),
+    "ORDER_TRADE_UPDATE": _route(OrderTradeUpdateEvent[Decimal], order_trade_update_to_update),
+    "ACCOUNT_UPDATE": _route(AccountUpdateEvent[Decimal], account_update_to_update),
 }
+
+_USER_DATA_CONVERTERS: dict[type, Callable[[Any, int], Event]] = {
+    ExecutionReportEvent: execution_report_to_update,
+    AccountPositionEvent: account_position_to_update,
+    OrderTradeUpdateEvent: order_trade_update_to_update,
+    AccountUpdateEvent: account_update_to_update,
+}
+# User-data streams (listen keys) carry several event types; a tagged union on `e` decodes
+# the common ones in one pass.
+_USER_DATA = _route(
+    ExecutionReportEvent[Decimal]
+    | AccountPositionEvent[Decimal]
+    | OrderTradeUpdateEvent[Decimal]
+    | AccountUpdateEvent[Decimal],
+    lambda event, ts_init: _USER_DATA_CONVERTERS[type(event)](event, ts_init),
+    guess=True,
+)
 
 EVENT_TYPES = frozenset(_BY_EVENT_TYPE)
 """The event types ``FrameDecoder`` turns into svc events; everything else is ``UnknownEvent``."""
@@ -467,6 +502,14 @@ def channel_of(stream: str) -> str:
     if name == "depth":
         return "depthUpdate"  # diff depth: `depth` or `depth@100ms`; `depth5/10/20` are snapshots
     return ""
+
+
+def _route_of(stream: str) -> _Route | None:
+    """The route of a combined stream: by channel, or the user-data union for listen keys."""
+    channel = channel_of(stream)
+    if channel:
+        return _BY_EVENT_TYPE[channel]
+    return _USER_DATA if "@" not in stream and not stream.startswith("!") else None
 
 
 def _stream_kind(stream: str) -> str:
@@ -506,60 +549,83 @@ class FrameDecoder:
     layout takes the slower two-pass route through ``_Envelope``.
     """
 
-    __slots__ = ("_routes", "_stream")
+    __slots__ = ("_routes", "_stream", "_user_data")
 
     def __init__(self, *, stream: str = "") -> None:
         self._stream = stream
+        self._user_data = bool(stream) and "@" not in stream  # a listen key
         # stream name (bytes, as on the wire) -> route or None; one entry per subscribed stream.
         self._routes: dict[bytes, _Route | None] = {}
 
     def decode(self, raw: bytes | str, ts_init: int) -> Event:
         """Decode one frame received at ``ts_init`` (ns). Raises ``DecodeError``."""
         if isinstance(raw, str):
-            raw = raw.encode()
+            try:
+                raw = raw.encode()
+            except UnicodeError as error:
+                raise DecodeError(self._stream or "?", "$", str(error)) from None
         if raw.startswith(_COMBINED_PREFIX):
             end = raw.find(b'"', 11)
             key = raw[11:end]
             if key in self._routes:
                 route = self._routes[key]
             else:
-                route = _BY_EVENT_TYPE.get(channel_of(key.decode(errors="replace")))
+                route = _route_of(key.decode(errors="replace"))
                 if len(self._routes) < 4096:
                     self._routes[key] = route
             if route is not None:
                 try:
                     event: Event = route.convert(route.combined.decode(raw).data, ts_init)
                 except msgspec.DecodeError as error:
+                    if route.guess:
+                        return self._decode_slow(raw, ts_init)
                     stream = key.decode(errors="replace")
                     raise DecodeError(stream, field_of(error), reason_of(error)) from None
+                except UnicodeError as error:
+                    raise DecodeError(key.decode(errors="replace"), "$", str(error)) from None
                 return event
+        if self._user_data:
+            try:
+                return _USER_DATA.convert(_USER_DATA.bare.decode(raw), ts_init)
+            except (msgspec.DecodeError, UnicodeError):
+                pass  # not one of the common types, or malformed: the slow path says which
         return self._decode_slow(raw, ts_init)
 
     def _decode_slow(self, raw: bytes, ts_init: int) -> Event:
+        own = self._stream or "?"
         if raw.lstrip()[:1] == b"[":
-            # `!miniTicker@arr` and friends: a bare array of events, none of which svc trades on.
-            return UnknownEvent(stream=self._stream or "?", event_type="array", ts_init=ts_init)
-        envelope = decode_as(_ENVELOPE, raw, stream=self._stream or "?")
+            # `!miniTicker@arr` and friends: an array of events, none of which svc trades on.
+            decode_as(_ARRAY, raw, stream=own)
+            return UnknownEvent(stream=own, event_type="array", ts_init=ts_init)
+        envelope = decode_as(_ENVELOPE, raw, stream=own)
         if envelope.stream is not None:
             stream = envelope.stream
             if not envelope.data:
                 raise DecodeError(stream, "$.data", "combined-stream frame without data")
-            return self._by_event_type(envelope.data, stream, "$.data", ts_init, channel_of(stream))
+            return self._payload(envelope.data, stream, "$.data", ts_init, None)
         if envelope.event and envelope.subscriptionId is not None:
-            return self._by_event_type(envelope.event, self._stream, "$.event", ts_init, "")
-        if envelope.result is not UNSET and envelope.e is None:
-            return UnknownEvent(stream=self._stream or "?", event_type="result", ts_init=ts_init)
-        if envelope.error is not UNSET and envelope.e is None:
-            return UnknownEvent(stream=self._stream or "?", event_type="error", ts_init=ts_init)
-        return self._by_event_type(raw, self._stream or "?", "$", ts_init, channel_of(self._stream))
+            return self._payload(envelope.event, own, "$.event", ts_init, None)
+        if envelope.e is None and envelope.result is not UNSET:
+            return UnknownEvent(stream=own, event_type="result", ts_init=ts_init)
+        if envelope.e is None and envelope.error is not UNSET:
+            return UnknownEvent(stream=own, event_type="error", ts_init=ts_init)
+        return self._payload(raw, own, "$", ts_init, envelope)
 
-    def _by_event_type(
-        self, payload: bytes | msgspec.Raw, stream: str, prefix: str, ts_init: int, channel: str
+    def _payload(
+        self,
+        payload: bytes | msgspec.Raw,
+        stream: str,
+        prefix: str,
+        ts_init: int,
+        envelope: _Envelope | None,
     ) -> Event:
+        """Decode one event payload; ``envelope`` is its already-parsed routing view, if any."""
         if bytes(memoryview(payload)[:1]) == b"[":
+            decode_as(_ARRAY, payload, stream=stream, prefix=prefix)
             return UnknownEvent(stream=stream, event_type="array", ts_init=ts_init)
+        channel = channel_of(stream)
         if not channel:
-            inner = decode_as(_ENVELOPE, payload, stream=stream, prefix=prefix)
+            inner = envelope or decode_as(_ENVELOPE, payload, stream=stream, prefix=prefix)
             if isinstance(inner.e, str):
                 channel = inner.e
             elif inner.e is not None:
@@ -574,7 +640,14 @@ class FrameDecoder:
         route = _BY_EVENT_TYPE.get(channel)
         if route is None:
             return UnknownEvent(stream=stream, event_type=channel, ts_init=ts_init)
-        return route.convert(decode_as(route.bare, payload, stream=stream, prefix=prefix), ts_init)
+        event = route.convert(decode_as(route.bare, payload, stream=stream, prefix=prefix), ts_init)
+        if isinstance(event, BookDelta) and _stream_kind(stream)[5:].isdigit():
+            # USD-M `@depth5/10/20` frames look like diffs but are top-N snapshots.
+            event = msgspec.structs.replace(event, partial=True)
+        return event
+
+
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 # ---------------------------------------------------------------- encoders (the simulator's side)

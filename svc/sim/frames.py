@@ -97,7 +97,7 @@ def book_ticker_event(book: SimBook) -> BookTickerEvent[str]:
 
 def execution_report(
     event: OrderEvent, *, cancel_client_order_id: str = ""
-) -> ExecutionReportEvent:
+) -> ExecutionReportEvent[str]:
     order = event.order
     fill = event.fill
     canceled = event.execution_type == "CANCELED"
@@ -139,7 +139,7 @@ def execution_report(
 
 def account_position(
     balances: dict[str, tuple[Decimal, Decimal]], *, assets: set[str], time_ms: int
-) -> AccountPositionEvent:
+) -> AccountPositionEvent[str]:
     """``outboundAccountPosition`` for the assets that changed."""
     return AccountPositionEvent(
         event_time=time_ms,

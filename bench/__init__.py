@@ -1,0 +1,1 @@
+"""Benchmarks, separate from tests and never gating CI: ``python -m bench <name>``."""
