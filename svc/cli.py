@@ -1,9 +1,10 @@
 """The ``svc`` command line: parses arguments, builds configuration, runs one subcommand.
 
-Subcommands: ``svc sim`` (the simulated Binance exchange on loopback).
+Subcommands: ``svc sim`` (the simulated Binance exchange on loopback), ``svc decode`` (decode
+a capture of raw websocket frames and report what it holds).
 
 Exit codes: 0 success, 2 configuration or usage error (the message names the field),
-70 fatal internal error.
+65 malformed input (``svc decode`` found frames it could not decode), 70 fatal internal error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from svc.errors import ConfigError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_MALFORMED = 65
 EXIT_INTERNAL = 70
 
 log = logging.getLogger("svc.cli")
@@ -90,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="market ticks (messages per stream) per s",
     )
     sim.add_argument("--frames", type=Path, help="replay this JSONL file of raw frames verbatim")
+    sim.add_argument(
+        "--frames-pace",
+        choices=("rate", "recorded"),
+        default="rate",
+        help="replay --frames at --rate frames/s, or at the capture's own pace (event times)",
+    )
     sim.add_argument("--seed", type=int, default=7, help="seed of the synthetic market")
     sim.add_argument(
         "--api-key",
@@ -117,7 +125,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     faults.add_argument("--clock-skew-ms", type=int, default=0, metavar="MS")
     faults.add_argument("--reject-next", type=int, default=0, metavar="N")
+    decode = commands.add_parser(
+        "decode",
+        help="decode a JSONL capture of raw websocket frames; report types and malformed frames",
+        description="Each line is a raw frame, or an object whose `raw` field holds one (the "
+        "format `svc sim --frames` replays). Exits 65 if any frame is malformed.",
+    )
+    decode.add_argument("file", type=Path)
+    decode.add_argument(
+        "--stream", default="", help="stream of bare frames without `e` (e.g. btcusdt@bookTicker)"
+    )
+    decode.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415  (cold path)
+    from collections import Counter  # noqa: PLC0415
+
+    from svc.binance import FrameDecoder  # noqa: PLC0415
+    from svc.errors import DecodeError  # noqa: PLC0415
+    from svc.model import UnknownEvent  # noqa: PLC0415
+
+    decoder = FrameDecoder(stream=args.stream)
+    decoded: Counter[str] = Counter()
+    unknown: Counter[str] = Counter()
+    malformed: Counter[str] = Counter()
+    first_errors: list[str] = []
+    with args.file.open(encoding="utf-8", errors="surrogateescape") as lines:
+        for number, line in enumerate(lines, 1):
+            frame = line.strip()
+            if not frame:
+                continue
+            if frame.startswith(('{"source_line"', '{"raw"')):
+                try:
+                    wrapper = json.loads(frame)
+                    frame = wrapper["raw"] if isinstance(wrapper.get("raw"), str) else frame
+                except (ValueError, AttributeError):
+                    pass
+            try:
+                event = decoder.decode(frame, 0)
+            except DecodeError as error:
+                malformed[f"{error.field}: {error.reason}"] += 1
+                if len(first_errors) < 10:
+                    first_errors.append(f"line {number}: {error}")
+                continue
+            if isinstance(event, UnknownEvent):
+                unknown[event.event_type] += 1
+            else:
+                decoded[type(event).__name__] += 1
+    report = {
+        "frames": sum(decoded.values()) + sum(unknown.values()) + sum(malformed.values()),
+        "decoded": dict(decoded.most_common()),
+        "unknown_event_types": dict(unknown.most_common()),
+        "malformed": dict(malformed.most_common()),
+        "first_errors": first_errors,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['frames']} frames in {args.file}")
+        for title, counts in (
+            ("decoded", decoded),
+            ("unknown (skipped)", unknown),
+            ("MALFORMED", malformed),
+        ):
+            for name, count in counts.most_common():
+                print(f"  {title:<18} {count:>8}  {name}")
+        for message in first_errors:
+            print(f"  {message}")
+    return EXIT_MALFORMED if malformed else EXIT_OK
 
 
 async def _run_sim(args: argparse.Namespace) -> int:
@@ -137,6 +214,7 @@ async def _run_sim(args: argparse.Namespace) -> int:
         speed=args.speed,
         rate=args.rate,
         frames=args.frames,
+        frames_pace=args.frames_pace,
         seed=args.seed,
         api_key=args.api_key or DEFAULT_API_KEY,
         api_secret=args.api_secret or DEFAULT_API_SECRET,
@@ -177,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sim":
             return asyncio.run(_run_sim(args))
+        if args.command == "decode":
+            return _run_decode(args)
     except ConfigError as error:
         print(f"svc: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from binance import AsyncClient, BinanceSocketManager
@@ -87,3 +89,37 @@ async def test_bad_configuration_names_the_field(args: list[str], needle: str) -
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     assert needle in stderr.decode()
+
+
+async def _svc(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *SVC, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_decode_reports_real_captures_without_malformed_frames(binance_data: Path) -> None:
+    capture = binance_data / "ws" / "unittest_unicorn_fy.messages.jsonl"
+    code, out = await _svc("decode", str(capture), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["frames"] == 50
+    assert report["malformed"] == {}
+    assert report["decoded"]["Candle"] == 3
+
+
+async def test_decode_counts_malformed_frames_by_reason(tmp_path: Path) -> None:
+    capture = tmp_path / "bad.jsonl"
+    capture.write_text(
+        '{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1}}\n'
+        "not json\n"
+        '{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"X","b":"1","B":"1","a":"x","A":"1"}}\n'
+    )
+    code, out = await _svc("decode", str(capture), "--json")
+    report = json.loads(out)
+    assert code == 65
+    assert report["frames"] == 3
+    assert sum(report["malformed"].values()) == 3
+    assert any(reason.startswith("$.data.a") for reason in report["malformed"])

@@ -344,3 +344,41 @@ async def test_replayed_klines_market_reproduces_recorded_candles(binance_data: 
     assert len(closed) >= 2
     for row, original in zip(closed, recorded, strict=False):
         assert [Decimal(v) for v in row[1:5]] == [Decimal(v) for v in original[1:5]]
+
+
+async def test_frames_replay_at_the_recorded_pace(tmp_path: Path) -> None:
+    capture = tmp_path / "paced.jsonl"
+    frames = [
+        json.dumps(
+            {
+                "stream": "btcusdt@aggTrade",
+                "data": {
+                    "e": "aggTrade",
+                    "E": ms,
+                    "s": "BTCUSDT",
+                    "a": i,
+                    "p": "1.0",
+                    "q": "1.0",
+                    "f": i,
+                    "l": i,
+                    "T": ms,
+                    "m": True,
+                },
+            }
+        )
+        for i, ms in enumerate((1_000, 1_400, 1_800))
+    ]
+    capture.write_text("\n".join(frames) + "\n")
+    config = SimConfig(port=0, frames=capture, frames_pace="recorded", rate=10_000)
+    async with (
+        SimExchange(config) as exchange,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{exchange.ws_url}/stream?streams=x") as ws,
+    ):
+        loop = asyncio.get_running_loop()
+        arrivals = []
+        for _ in frames:
+            await asyncio.wait_for(ws.receive_str(), 5)
+            arrivals.append(loop.time())
+    # 400 ms apart in the capture: far slower than the 10,000 frames/s rate would give.
+    assert arrivals[2] - arrivals[0] >= 0.7

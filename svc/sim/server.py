@@ -68,6 +68,8 @@ DEFAULT_BALANCES = {
     "ETH": Decimal(10),
     "BNB": Decimal(100),
 }
+MAX_REPLAY_GAP_S = 1.0
+"""Longest pause between two replayed frames at the recorded pace (captures have gaps)."""
 SUBSCRIBER_QUEUE = 10_000
 """Frames buffered per websocket before the simulator drops the client as too slow."""
 
@@ -99,6 +101,8 @@ class SimConfig:
     """Market ticks per second."""
     frames: Path | None = None
     """Replay this JSONL file of raw frames instead of the generated market's frames."""
+    frames_pace: str = "rate"
+    """``rate``: ``rate`` frames per second; ``recorded``: the capture's own pace (``E``)."""
     api_key: str = DEFAULT_API_KEY
     api_secret: str = DEFAULT_API_SECRET
     seed: int = 7
@@ -122,6 +126,8 @@ class SimConfig:
             raise ConfigError(
                 "market", f"expected 'synthetic' or a klines JSON file; {self.market!r} is neither"
             )
+        if self.frames_pace not in ("rate", "recorded"):
+            raise ConfigError("frames_pace", "expected 'rate' or 'recorded'")
         if self.frames is not None and not self.frames.is_file():
             raise ConfigError("frames", f"{str(self.frames)!r} is not a file")
         if not self.api_key or not self.api_secret:
@@ -393,24 +399,31 @@ class SimExchange:
     async def _run_replay(self, path: Path) -> None:
         """Send every line of ``path`` verbatim to every combined-stream client.
 
-        A line is a raw frame, or an object whose ``raw`` field holds the frame as a string.
-        Pace: ``rate`` frames per second, scaled by ``speed``.
+        A line is a raw frame, or an object whose ``raw`` field holds the frame as a string;
+        a line that is not JSON is sent as it is (malformed input is part of a capture).
+        Pace: ``rate`` frames per second scaled by ``speed``, or with ``frames_pace=
+        "recorded"`` the gaps between the frames' event times (``E``) divided by ``speed``,
+        each gap capped at ``MAX_REPLAY_GAP_S``.
         """
         period = 1.0 / (self.config.rate * self.config.speed)
+        recorded = self.config.frames_pace == "recorded"
+        previous_ms: int | None = None
         text = await asyncio.to_thread(path.read_text)
         for line in text.splitlines():
             if not line.strip():
                 continue
-            frame = line
-            with contextlib.suppress(ValueError):
-                wrapper = json.loads(line)
-                if isinstance(wrapper, dict) and isinstance(wrapper.get("raw"), str):
-                    frame = wrapper["raw"]
+            frame, event_ms = _replay_frame(line)
             await self._replay_client.wait()  # wait for a client, so that nothing is lost
+            if recorded and event_ms is not None:
+                if previous_ms is not None:
+                    gap = (event_ms - previous_ms) / 1000 / self.config.speed
+                    await asyncio.sleep(min(max(gap, 0.0), MAX_REPLAY_GAP_S))
+                previous_ms = event_ms
             for subscriber in list(self._replay_all):
                 self._enqueue(subscriber, frame)
             self.stats["frames_replayed"] += 1
-            await asyncio.sleep(period)
+            if not recorded:
+                await asyncio.sleep(period)
         self.replay_done.set()
 
     # ----------------------------------------------------------------- websockets
@@ -960,6 +973,24 @@ class SimExchange:
             )
         self.set_faults(**changes)
         return web.json_response(self.faults.as_dict())
+
+
+def _replay_frame(line: str) -> tuple[str, int | None]:
+    """A capture line -> (the frame to send, its event time in ms if it has one)."""
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return line, None
+    frame = line
+    if isinstance(parsed, dict) and isinstance(parsed.get("raw"), str):
+        frame = parsed["raw"]
+        try:
+            parsed = json.loads(frame)
+        except ValueError:
+            return frame, None
+    payload = parsed.get("data", parsed) if isinstance(parsed, dict) else None
+    event_ms = payload.get("E") if isinstance(payload, dict) else None
+    return frame, event_ms if isinstance(event_ms, int) else None
 
 
 def _mandatory(name: str) -> ExchangeError:
