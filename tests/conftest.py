@@ -6,22 +6,17 @@ beside the repository at ``../shared/data/binance`` unless ``SVC_BINANCE_DATA`` 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-BINANCE_DATA_ENV_VAR = "SVC_BINANCE_DATA"
-"""Overrides the directory of recorded Binance payloads."""
-
-DEFAULT_BINANCE_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance"
+from tests.recorded import BINANCE_DATA_ENV_VAR, data_dir
 
 
 @pytest.fixture(scope="session")
 def binance_data() -> Path:
     """The directory of recorded Binance payloads; a missing directory fails, never skips."""
-    override = os.environ.get(BINANCE_DATA_ENV_VAR)
-    path = Path(override) if override else DEFAULT_BINANCE_DATA
+    path = data_dir()
     if not path.is_dir():
         pytest.fail(
             f"recorded Binance data not found at {path}; "

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -24,42 +21,14 @@ from svc.errors import (
 )
 from svc.model import SymbolRules
 from svc.sim.engine import MatchingEngine, OrderEvent, SimOrder
+from tests.recorded import data_dir, recorded_rules
 
-# Same resolution as conftest's ``binance_data`` fixture; needed at import time here because
-# the rules and recorded klines feed module-level hypothesis strategies and helpers.
-DATA = Path(
-    os.environ.get("SVC_BINANCE_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "binance"
-)
+DATA = data_dir()
 
 D = Decimal
 
 
-def load_rules(symbol: str) -> SymbolRules:
-    """SymbolRules from the recorded exchangeInfo's PRICE_FILTER, LOT_SIZE and NOTIONAL."""
-    info = json.loads((DATA / "rest" / "api_v3_exchangeInfo.json").read_text())
-    entry = next(s for s in info["symbols"] if s["symbol"] == symbol)
-    filters = {f["filterType"]: f for f in entry["filters"]}
-    price, lot, notional = filters["PRICE_FILTER"], filters["LOT_SIZE"], filters["NOTIONAL"]
-    return SymbolRules(
-        symbol=symbol,
-        status=entry["status"],
-        base_asset=entry["baseAsset"],
-        quote_asset=entry["quoteAsset"],
-        tick_size=D(price["tickSize"]),
-        min_price=D(price["minPrice"]),
-        max_price=D(price["maxPrice"]),
-        step_size=D(lot["stepSize"]),
-        min_quantity=D(lot["minQty"]),
-        max_quantity=D(lot["maxQty"]),
-        min_notional=D(notional["minNotional"]),
-        max_notional=D(notional["maxNotional"]),
-        apply_min_notional_to_market=notional["applyMinToMarket"],
-        order_types=tuple(entry["orderTypes"]),
-    )
-
-
-BTCUSDT = load_rules("BTCUSDT")
+BTCUSDT = recorded_rules("BTCUSDT")
 
 
 def make_engine(

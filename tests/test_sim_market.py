@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svc.errors import InvalidRequest
-from svc.model import SymbolRules
 from svc.sim.market import (
     INTERVALS_MS,
     KlineReplayMarket,
@@ -25,43 +22,15 @@ from svc.sim.market import (
     SimTrade,
     SyntheticMarket,
 )
+from tests.recorded import data_dir, recorded_rules
 
-# Same resolution as conftest's ``binance_data`` fixture; needed at import time here because
-# the rules and recorded klines feed module-level hypothesis strategies and helpers.
-DATA = Path(
-    os.environ.get("SVC_BINANCE_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "binance"
-)
+DATA = data_dir()
 KLINES_1H = DATA / "klines" / "api_v3_klines_BTCUSDT_1h_20200501_1000.json"
 D = Decimal
 START_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z: not aligned to any interval
 
 
-def load_rules(symbol: str) -> SymbolRules:
-    """SymbolRules from the recorded exchangeInfo's PRICE_FILTER, LOT_SIZE and NOTIONAL."""
-    info = json.loads((DATA / "rest" / "api_v3_exchangeInfo.json").read_text())
-    entry = next(s for s in info["symbols"] if s["symbol"] == symbol)
-    filters = {f["filterType"]: f for f in entry["filters"]}
-    price, lot, notional = filters["PRICE_FILTER"], filters["LOT_SIZE"], filters["NOTIONAL"]
-    return SymbolRules(
-        symbol=symbol,
-        status=entry["status"],
-        base_asset=entry["baseAsset"],
-        quote_asset=entry["quoteAsset"],
-        tick_size=D(price["tickSize"]),
-        min_price=D(price["minPrice"]),
-        max_price=D(price["maxPrice"]),
-        step_size=D(lot["stepSize"]),
-        min_quantity=D(lot["minQty"]),
-        max_quantity=D(lot["maxQty"]),
-        min_notional=D(notional["minNotional"]),
-        max_notional=D(notional["maxNotional"]),
-        apply_min_notional_to_market=notional["applyMinToMarket"],
-        order_types=tuple(entry["orderTypes"]),
-    )
-
-
-RULES = {"BTCUSDT": load_rules("BTCUSDT"), "ETHUSDT": load_rules("ETHUSDT")}
+RULES = {"BTCUSDT": recorded_rules("BTCUSDT"), "ETHUSDT": recorded_rules("ETHUSDT")}
 RECORDED = json.loads(KLINES_1H.read_text())
 
 

@@ -860,13 +860,7 @@ class SimExchange:
     async def _cancel_order(self, request: web.Request) -> web.Response:
         params = await self._signed(request)
         symbol = self._symbol(params)
-        order_id = _int(params, "orderId", None)
-        client_id = params.get("origClientOrderId")
-        if order_id is None and not client_id:
-            raise exchange_error(
-                -1102,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
-            )
+        order_id, client_id = _order_reference(params)
         now_ms = self._now_ms()
         event = self.engine.cancel(
             symbol=symbol, order_id=order_id, client_order_id=client_id, time_ms=now_ms
@@ -880,13 +874,7 @@ class SimExchange:
     async def _query_order(self, request: web.Request) -> web.Response:
         params = await self._signed(request)
         symbol = self._symbol(params)
-        order_id = _int(params, "orderId", None)
-        client_id = params.get("origClientOrderId")
-        if order_id is None and not client_id:
-            raise exchange_error(
-                -1102,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
-            )
+        order_id, client_id = _order_reference(params)
         order = self.engine.get_order(symbol=symbol, order_id=order_id, client_order_id=client_id)
         return self._json(frames.order_state(order))
 
@@ -991,6 +979,17 @@ def _replay_frame(line: str) -> tuple[str, int | None]:
     payload = parsed.get("data", parsed) if isinstance(parsed, dict) else None
     event_ms = payload.get("E") if isinstance(payload, dict) else None
     return frame, event_ms if isinstance(event_ms, int) else None
+
+
+def _order_reference(params: Mapping[str, str]) -> tuple[int | None, str | None]:
+    """``orderId`` and/or ``origClientOrderId``; Binance requires at least one."""
+    order_id = _int(params, "orderId", None)
+    client_id = params.get("origClientOrderId") or None
+    if order_id is None and client_id is None:
+        raise exchange_error(
+            -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+        )
+    return order_id, client_id
 
 
 def _mandatory(name: str) -> ExchangeError:
