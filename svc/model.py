@@ -175,3 +175,48 @@ class SymbolRules(msgspec.Struct, frozen=True):
     max_notional: Decimal
     apply_min_notional_to_market: bool
     order_types: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- decisions and commands
+
+
+class Signal(msgspec.Struct, frozen=True):
+    """A strategy's decision: trade ``quantity`` of ``symbol`` on ``side``.
+
+    Quantities and prices are floats here; the order manager quantizes them to the symbol's
+    filters (as ``Decimal``) only when it builds the order. ``limit_price`` 0 means a market
+    order. ``ts_event`` is the venue time of the event that triggered the decision.
+    """
+
+    strategy: str
+    symbol: str
+    side: Side
+    quantity: float
+    limit_price: float
+    reason: str
+    ts_event: int
+    ts_init: int
+
+
+class NewOrder(msgspec.Struct, frozen=True):
+    """An order command on the order tier: exact, quantized, with its idempotency key."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    order_type: Literal["MARKET", "LIMIT"]
+    quantity: Decimal
+    price: Decimal  # 0 for MARKET
+    time_in_force: str  # "" for MARKET
+    strategy: str
+    ts_init: int
+
+
+class CancelOrder(msgspec.Struct, frozen=True):
+    client_order_id: str
+    symbol: str
+    reason: str
+    ts_init: int
+
+
+OrderCommand = NewOrder | CancelOrder
