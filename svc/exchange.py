@@ -35,9 +35,16 @@ class ExchangeClient(Protocol):
     async def open_orders(self, symbol: str) -> list[OrderUpdate]: ...
 
     async def klines(
-        self, symbol: str, interval: str, *, start_ms: int, end_ms: int, limit: int = 1000
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
     ) -> list[Candle]:
-        """Closed and open klines with open time in [start_ms, end_ms], oldest first."""
+        """Klines with open time in [start_ms, end_ms], oldest first; without a range the
+        most recent ``limit``, the last of which is usually still forming."""
         ...
 
     async def balances(self) -> dict[str, Balance]: ...

@@ -1,0 +1,301 @@
+"""``ExchangeClient`` over python-binance, and the websockets svc reads through it.
+
+The only module that imports python-binance. It points the unmodified ``AsyncClient`` and
+``BinanceSocketManager`` at real Binance, the spot testnet or the embedded simulator (by
+overriding their URL attributes), maps every library error to the ``svc.errors`` tree,
+keeps the clock offset to the exchange (and resynchronises once on -1021), and remembers
+the request weight Binance reports in ``X-MBX-USED-WEIGHT-1M``.
+
+Market sockets hand svc the raw frame text: their ``json_loads`` is replaced by the
+identity so that ``svc.binance.streams.FrameDecoder`` decodes each frame exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, Literal
+
+import aiohttp
+from binance import AsyncClient, BinanceSocketManager
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.ws.websocket_api import WebsocketAPI
+
+from svc.binance._codec import NS_PER_MS, convert_as
+from svc.binance.rest import (
+    Account,
+    CancelResponse,
+    ExchangeInfo,
+    KlineRow,
+    OrderResponse,
+    OrderState,
+    klines_to_candles,
+    symbol_rules,
+)
+from svc.errors import (
+    ExchangeError,
+    ExchangeUnavailable,
+    TimestampOutsideWindow,
+    exchange_error,
+)
+from svc.model import Balance, Candle, NewOrder, OrderUpdate, SymbolRules
+
+log = logging.getLogger(__name__)
+
+Venue = Literal["sim", "binance", "binance-testnet"]
+RECV_WINDOW_MS = 5_000
+
+
+def _identity(message: Any) -> Any:
+    return message
+
+
+class BinanceClient:
+    """svc's ``ExchangeClient`` for Binance spot (see the module docstring)."""
+
+    def __init__(self, *, client: AsyncClient, manager: BinanceSocketManager) -> None:
+        self._client = client
+        self.manager = manager
+        self.used_weight = 0
+        self.requests = 0
+        self.resyncs = 0
+
+    @classmethod
+    async def connect(
+        cls, *, venue: Venue, api_key: str, api_secret: str, sim_url: str = ""
+    ) -> BinanceClient:
+        """Create the client, check the exchange answers, and measure the clock offset."""
+        client = AsyncClient(api_key, api_secret, testnet=venue == "binance-testnet")
+        client.REQUEST_RECVWINDOW = RECV_WINDOW_MS
+        manager = BinanceSocketManager(client)
+        if venue == "sim":
+            if not sim_url.startswith("http://"):
+                raise ValueError("the simulator's URL is http://host:port")
+            ws_url = "ws://" + sim_url[len("http://") :]
+            client.API_URL = f"{sim_url}/api"
+            client.ws_api = WebsocketAPI(url=f"{ws_url}/ws-api/v3")
+            manager.STREAM_URL = f"{ws_url}/"
+        self = cls(client=client, manager=manager)
+        try:
+            await self._call(client.ping)
+            await self.sync_clock()
+        except BaseException:
+            await client.close_connection()
+            raise
+        return self
+
+    async def close(self) -> None:
+        await self._client.close_connection()
+
+    # ----------------------------------------------------------------- plumbing
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], **params: Any) -> Any:
+        try:
+            return await self._call_once(method, **params)
+        except TimestampOutsideWindow:
+            log.warning("timestamp outside recvWindow (-1021): resynchronising the clock")
+            await self.sync_clock()
+            self.resyncs += 1
+            return await self._call_once(method, **params)
+
+    async def _call_once(self, method: Callable[..., Awaitable[Any]], **params: Any) -> Any:
+        self.requests += 1
+        try:
+            result = await method(**params)
+        except BinanceAPIException as error:
+            self._note_weight(getattr(error, "response", None))
+            raise _svc_error(error) from None
+        except (BinanceRequestException, aiohttp.ClientError, TimeoutError, OSError) as error:
+            raise ExchangeUnavailable(0, f"{type(error).__name__}: {error}") from None
+        self._note_weight(getattr(self._client, "response", None))
+        return result
+
+    def _note_weight(self, response: Any) -> None:
+        headers = getattr(response, "headers", None)
+        if headers is None:
+            return
+        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
+        if used and str(used).isdigit():
+            self.used_weight = int(used)
+
+    async def sync_clock(self) -> None:
+        """Set python-binance's timestamp offset to the exchange's clock."""
+        before = time.time()
+        answer = await self._call_once(self._client.get_server_time)
+        after = time.time()
+        local_ms = int((before + after) / 2 * 1000)
+        self._client.timestamp_offset = int(answer["serverTime"]) - local_ms
+
+    # ----------------------------------------------------------------- ExchangeClient
+
+    async def server_time_ms(self) -> int:
+        answer = await self._call(self._client.get_server_time)
+        return int(answer["serverTime"])
+
+    async def symbol_rules(self, symbols: list[str]) -> dict[str, SymbolRules]:
+        raw = await self._call(self._client.get_exchange_info)
+        info = convert_as(ExchangeInfo, raw, stream="/api/v3/exchangeInfo")
+        rules = {s.symbol: symbol_rules(s, index=i) for i, s in enumerate(info.symbols)}
+        missing = [s for s in symbols if s not in rules]
+        if missing:
+            raise exchange_error(-1121, f"Invalid symbol: {', '.join(missing)}")
+        return {s: rules[s] for s in symbols}
+
+    async def new_order(self, order: NewOrder) -> OrderUpdate:
+        params: dict[str, Any] = {
+            "symbol": order.symbol,
+            "side": order.side,
+            "type": order.order_type,
+            "quantity": format(order.quantity, "f"),
+            "newClientOrderId": order.client_order_id,
+            "newOrderRespType": "FULL",
+        }
+        if order.order_type == "LIMIT":
+            params["price"] = format(order.price, "f")
+            params["timeInForce"] = order.time_in_force or "GTC"
+        raw = await self._call(self._client.create_order, **params)
+        response = convert_as(OrderResponse, raw, stream="POST /api/v3/order")
+        return order_response_to_update(response, order, ts_init=time.time_ns())
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
+        raw = await self._call(
+            self._client.cancel_order, symbol=symbol, origClientOrderId=client_order_id
+        )
+        response = convert_as(CancelResponse, raw, stream="DELETE /api/v3/order")
+        return _state_update(response, execution_type="CANCELED")
+
+    async def open_orders(self, symbol: str) -> list[OrderUpdate]:
+        raw = await self._call(self._client.get_open_orders, symbol=symbol)
+        states = convert_as(list[OrderState], raw, stream="GET /api/v3/openOrders")
+        return [_state_update(state, execution_type="NEW") for state in states]
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Candle]:
+        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        if end_ms is not None:
+            params["endTime"] = end_ms
+        raw = await self._call(self._client.get_klines, **params)
+        rows = convert_as(list[KlineRow], raw, stream="GET /api/v3/klines")
+        now_ms = await self._exchange_now_ms()
+        return klines_to_candles(
+            rows, symbol=symbol, interval=interval, ts_init=time.time_ns(), now_ms=now_ms
+        )
+
+    async def _exchange_now_ms(self) -> int:
+        return int(time.time() * 1000) + int(self._client.timestamp_offset)
+
+    async def balances(self) -> dict[str, Balance]:
+        raw = await self._call(self._client.get_account)
+        account = convert_as(Account, raw, stream="GET /api/v3/account")
+        return {
+            b.asset: Balance(b.asset, Decimal(b.free), Decimal(b.locked)) for b in account.balances
+        }
+
+    # ----------------------------------------------------------------- websockets
+
+    def market_socket(self, streams: list[str]) -> Any:
+        """A python-binance combined-stream socket whose ``recv()`` returns raw frame text."""
+        socket = self.manager.multiplex_socket(streams)
+        socket.json_loads = _identity
+        return socket
+
+    def user_socket(self) -> Any:
+        """python-binance's user-data socket (WebSocket-API subscription); events as dicts."""
+        return self.manager.user_socket()
+
+
+def _svc_error(error: BinanceAPIException) -> ExchangeError:
+    response = getattr(error, "response", None)
+    retry_after = 0.0
+    headers = getattr(response, "headers", None)
+    if headers is not None:
+        value = headers.get("Retry-After")
+        if value and str(value).isdigit():
+            retry_after = float(value)
+    return exchange_error(
+        int(error.code),
+        str(error.message),
+        http_status=int(error.status_code),
+        retry_after=retry_after,
+    )
+
+
+def order_response_to_update(
+    response: OrderResponse, order: NewOrder, *, ts_init: int
+) -> OrderUpdate:
+    """A RESULT/FULL new-order response -> the order's state as an ``OrderUpdate``.
+
+    With fills, ``last_price`` is their volume-weighted average and ``commission`` their sum;
+    ``trade_id`` is the last fill's (the order manager de-duplicates fills by cumulative
+    quantity, so the user-data reports of the same fills change nothing).
+    """
+    fills = response.fills if isinstance(response.fills, list) else []
+    filled = (
+        Decimal(response.executed_qty) if isinstance(response.executed_qty, str) else Decimal(0)
+    )
+    quote = sum((Decimal(f.price) * Decimal(f.qty) for f in fills), Decimal(0))
+    average = quote / filled if filled else Decimal(0)
+    status = response.status if isinstance(response.status, str) else "NEW"
+    return OrderUpdate(
+        symbol=response.symbol,
+        client_order_id=response.client_order_id,
+        order_id=response.order_id,
+        side=order.side,
+        order_type=order.order_type,
+        time_in_force=order.time_in_force,
+        quantity=order.quantity,
+        price=order.price,
+        execution_type="TRADE" if filled else "NEW",
+        status=status,
+        reject_reason="NONE",
+        last_quantity=filled,
+        last_price=average,
+        filled_quantity=filled,
+        commission=sum((Decimal(f.commission) for f in fills), Decimal(0)),
+        commission_asset=fills[0].commission_asset if fills else "",
+        trade_id=fills[-1].trade_id if fills else -1,
+        is_maker=False,
+        ts_event=response.transact_time * NS_PER_MS,
+        ts_init=ts_init,
+    )
+
+
+def _state_update(state: CancelResponse | OrderState, *, execution_type: str) -> OrderUpdate:
+    """A cancel response or a queried order -> its state as an ``OrderUpdate`` (no new fill)."""
+    if isinstance(state, CancelResponse):
+        client_order_id, time_ms = state.orig_client_order_id, state.transact_time
+    else:
+        client_order_id, time_ms = state.client_order_id, state.update_time
+    return OrderUpdate(
+        symbol=state.symbol,
+        client_order_id=client_order_id,
+        order_id=state.order_id,
+        side=state.side,
+        order_type=state.type,
+        time_in_force=state.time_in_force,
+        quantity=Decimal(state.orig_qty),
+        price=Decimal(state.price),
+        execution_type=execution_type,
+        status=state.status,
+        reject_reason="NONE",
+        last_quantity=Decimal(0),
+        last_price=Decimal(0),
+        filled_quantity=Decimal(state.executed_qty),
+        commission=Decimal(0),
+        commission_asset="",
+        trade_id=-1,
+        is_maker=False,
+        ts_event=time_ms * NS_PER_MS,
+        ts_init=time.time_ns(),
+    )

@@ -1,0 +1,394 @@
+"""The feeds: market data and user data from websockets into the service, supervised.
+
+``MarketFeed`` owns the market-data connection: it reads python-binance's socket inside the
+event loop, stamps ``ts_init``, decodes each raw frame once (``FrameDecoder``), counts
+malformed frames by reason and skips them, detects missed closed klines and backfills them
+over REST *before* passing on the kline that revealed the gap, and hands every event to
+``publish`` (the data tier of the bus). ``UserDataFeed`` does the same for execution reports.
+
+Reconnect logic lives in one place, ``Backoff`` and ``_supervise``: exponential backoff with
+full jitter, reset after a connection stayed healthy for ``healthy_seconds``; a watchdog
+reconnects a stream that is silent for ``watchdog_seconds``; python-binance's own give-up
+(``BinanceWebsocketUnableToConnect`` after 5 tries) and its queue overflow
+(``BinanceWebsocketQueueOverflow``, 100 messages) are counted and answered with a fresh
+connection, never a crash. ``connect_attempts`` consecutive failures to connect raise
+``ExchangeUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from svc.binance import FrameDecoder
+from svc.clock import SYSTEM_CLOCK, Clock
+from svc.errors import DecodeError, ExchangeError, ExchangeUnavailable
+from svc.exchange import ExchangeClient
+from svc.model import Candle, Event, OrderUpdate, UnknownEvent
+
+log = logging.getLogger(__name__)
+
+NS_PER_MS = 1_000_000
+_INTERVAL_SECONDS = {
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "1d": 86400,
+}
+INTERVAL_NS = {name: seconds * 1_000_000_000 for name, seconds in _INTERVAL_SECONDS.items()}
+
+
+class Socket(Protocol):
+    async def recv(self) -> Any: ...
+
+
+SocketFactory = Callable[[], AbstractAsyncContextManager[Socket]]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    watchdog_seconds: float = 10.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    healthy_seconds: float = 30.0
+    connect_attempts: int = 8
+    warmup_klines: int = 100
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(max, initial * 2**n))``."""
+
+    def __init__(self, *, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._rng = rng or random.Random()
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._maximum, self._initial * 2**self.attempt)
+        self.attempt += 1
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(slots=True)
+class FeedStatistics:
+    messages: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(event type, symbol or stream) -> count."""
+    malformed: Counter[str] = field(default_factory=Counter)
+    """``field: reason`` -> count."""
+    unknown: Counter[str] = field(default_factory=Counter)
+    reconnects: Counter[str] = field(default_factory=Counter)
+    """reason -> count: silent, closed, unable_to_connect, queue_overflow, error."""
+    gaps: int = 0
+    backfilled: int = 0
+    unfilled: int = 0
+    duplicates: int = 0
+    connected: bool = False
+    last_message_ns: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        by_type: dict[str, dict[str, int]] = {}
+        for (kind, where), count in sorted(self.messages.items()):
+            by_type.setdefault(kind, {})[where] = count
+        return {
+            "messages": by_type,
+            "malformed": dict(self.malformed.most_common()),
+            "unknown_event_types": dict(self.unknown.most_common()),
+            "reconnects": dict(self.reconnects),
+            "kline_gaps": self.gaps,
+            "klines_backfilled": self.backfilled,
+            "klines_unfilled": self.unfilled,
+            "duplicate_klines": self.duplicates,
+        }
+
+
+class _Reconnect(Exception):
+    """Control flow inside the supervisor: close this connection and open another."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# python-binance reports trouble as a message {"e": "error", "type": ..., "m": ...}.
+_PYTHON_BINANCE_REASONS = {
+    "BinanceWebsocketUnableToConnect": "unable_to_connect",
+    "BinanceWebsocketQueueOverflow": "queue_overflow",
+    "BinanceWebsocketClosed": "closed",
+    "ConnectionClosedError": "closed",
+    "ConnectionClosedOK": "closed",
+    "IncompleteReadError": "closed",
+}
+_FATAL_TO_SOCKET = frozenset({"unable_to_connect", "queue_overflow", "error"})
+
+
+async def _supervise(
+    name: str,
+    *,
+    open_socket: SocketFactory,
+    on_connect: Callable[[], Any],
+    on_message: Callable[[Any], Any],
+    settings: FeedSettings,
+    statistics: FeedStatistics,
+    clock: Clock,
+    backoff: Backoff,
+) -> None:
+    """Keep one websocket alive and feed its messages to ``on_message``, forever."""
+    failures = 0
+    while True:
+        started = clock.monotonic_ns()
+        try:
+            async with open_socket() as socket:
+                failures = 0
+                statistics.connected = True
+                log.info("%s connected", name)
+                await on_connect()
+                while True:
+                    try:
+                        message = await asyncio.wait_for(socket.recv(), settings.watchdog_seconds)
+                    except TimeoutError:
+                        raise _Reconnect("silent") from None
+                    if isinstance(message, dict) and message.get("e") == "error":
+                        reason = _PYTHON_BINANCE_REASONS.get(str(message.get("type")), "error")
+                        statistics.reconnects[reason] += 1
+                        log.warning("%s: %s (%s)", name, message.get("type"), message.get("m"))
+                        if reason in _FATAL_TO_SOCKET:
+                            raise _Reconnect(reason)
+                        continue  # python-binance reconnects by itself; gaps are backfilled
+                    await on_message(message)
+        except _Reconnect as signal:
+            if signal.reason == "silent":
+                statistics.reconnects["silent"] += 1
+            log.warning("%s reconnecting: %s", name, signal.reason)
+        except ExchangeError:
+            raise
+        except Exception as error:
+            # websockets, aiohttp and python-binance raise a zoo of types when a connection
+            # fails; all of them mean "connect again", and the count and log say which.
+            failures += 1
+            statistics.reconnects["connect_failed"] += 1
+            log.warning(
+                "%s connection failed (%d in a row): %s: %s",
+                name,
+                failures,
+                type(error).__name__,
+                error,
+            )
+            if failures >= settings.connect_attempts:
+                raise ExchangeUnavailable(
+                    0, f"{name}: {failures} connection attempts failed; last: {error}"
+                ) from error
+        finally:
+            statistics.connected = False
+        if clock.monotonic_ns() - started >= settings.healthy_seconds * 1e9:
+            backoff.reset()
+        await clock.sleep(backoff.next_delay())
+
+
+class MarketFeed:
+    """Market data: connect, read, decode, detect gaps, backfill, publish (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        streams: list[str],
+        open_socket: Callable[[list[str]], AbstractAsyncContextManager[Socket]],
+        exchange: ExchangeClient,
+        publish: Callable[[Event], None],
+        settings: FeedSettings = FeedSettings(),
+        clock: Clock = SYSTEM_CLOCK,
+        on_parse: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.streams = streams
+        self.statistics = FeedStatistics()
+        self._open_socket = open_socket
+        self._exchange = exchange
+        self._publish = publish
+        self._settings = settings
+        self._clock = clock
+        self._decoder = FrameDecoder()
+        self._on_parse = on_parse
+        self._last_closed: dict[tuple[str, str], int] = {}
+        self._kline_streams = [
+            (s.partition("@")[0].upper(), s.partition("@kline_")[2])
+            for s in streams
+            if "@kline_" in s
+        ]
+        self.warmed_up = asyncio.Event()
+
+    async def run(self) -> None:
+        await _supervise(
+            "market feed",
+            open_socket=lambda: self._open_socket(self.streams),
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            settings=self._settings,
+            statistics=self.statistics,
+            clock=self._clock,
+            backoff=Backoff(
+                initial=self._settings.backoff_initial, maximum=self._settings.backoff_max
+            ),
+        )
+
+    async def _on_connect(self) -> None:
+        if not self.warmed_up.is_set():
+            await self._warm_up()
+            self.warmed_up.set()
+
+    async def _warm_up(self) -> None:
+        """Fetch recent closed klines so strategies start warm and gaps have a baseline."""
+        count = self._settings.warmup_klines
+        if count <= 0:
+            return
+        for symbol, interval in self._kline_streams:
+            rows = await self._exchange.klines(symbol, interval, limit=min(count + 1, 1000))
+            # The last row is the kline still forming; everything before it is closed.
+            closed = [msgspec.structs.replace(c, closed=True) for c in rows[:-1]][-count:]
+            for candle in closed:
+                self._publish(candle)
+            if closed:
+                self._last_closed[(symbol, interval)] = closed[-1].open_time
+            self.statistics.backfilled += len(closed)
+
+    async def _on_message(self, message: Any) -> None:
+        ts_init = self._clock.time_ns()
+        started = time.perf_counter_ns()
+        try:
+            event = self._decoder.decode(message, ts_init)
+        except DecodeError as error:
+            self.statistics.malformed[f"{error.field}: {error.reason}"] += 1
+            return
+        if self._on_parse is not None:
+            self._on_parse(time.perf_counter_ns() - started, ts_init)
+        self.statistics.last_message_ns = ts_init
+        if isinstance(event, UnknownEvent):
+            self.statistics.unknown[event.event_type] += 1
+            return
+        if isinstance(event, Candle):
+            self.statistics.messages[("Candle", f"{event.symbol}@{event.interval}")] += 1
+            if not await self._check_gap(event):
+                return
+        else:
+            self.statistics.messages[(type(event).__name__, getattr(event, "symbol", ""))] += 1
+        self._publish(event)
+
+    async def _check_gap(self, candle: Candle) -> bool:
+        """Backfill closed klines missed before ``candle``; False if it is a duplicate."""
+        key = (candle.symbol, candle.interval)
+        last = self._last_closed.get(key)
+        step = INTERVAL_NS.get(candle.interval)
+        if last is None or step is None:
+            if candle.closed:
+                self._last_closed[key] = candle.open_time
+            return True
+        expected = last + step
+        if candle.closed and candle.open_time < expected:
+            self.statistics.duplicates += 1
+            return False
+        last_missing = candle.open_time - step
+        if last_missing >= expected:
+            await self._backfill(candle.symbol, candle.interval, expected, last_missing)
+        if candle.closed:
+            self._last_closed[key] = candle.open_time
+        return True
+
+    async def _backfill(self, symbol: str, interval: str, first_ns: int, last_ns: int) -> None:
+        self.statistics.gaps += 1
+        wanted = (last_ns - first_ns) // INTERVAL_NS[interval] + 1
+        try:
+            rows = await self._exchange.klines(
+                symbol,
+                interval,
+                start_ms=first_ns // NS_PER_MS,
+                end_ms=last_ns // NS_PER_MS,
+                limit=1000,
+            )
+        except ExchangeError as error:
+            log.warning("kline backfill %s %s failed: %s", symbol, interval, error)
+            self.statistics.unfilled += wanted
+            return
+        filled = [
+            msgspec.structs.replace(c, closed=True)
+            for c in rows
+            if first_ns <= c.open_time <= last_ns
+        ]
+        for candle in filled:
+            self._publish(candle)
+        if filled:
+            self._last_closed[(symbol, interval)] = filled[-1].open_time
+        self.statistics.backfilled += len(filled)
+        self.statistics.unfilled += wanted - len(filled)
+        log.info("backfilled %d of %d %s %s klines", len(filled), wanted, symbol, interval)
+
+
+class UserDataFeed:
+    """Execution reports from the user-data stream -> ``on_update``."""
+
+    def __init__(
+        self,
+        *,
+        open_socket: SocketFactory,
+        on_update: Callable[[OrderUpdate], None],
+        settings: FeedSettings = FeedSettings(),
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.statistics = FeedStatistics()
+        self._open_socket = open_socket
+        self._on_update = on_update
+        self._settings = settings
+        self._clock = clock
+        self._decoder = FrameDecoder(stream="userData")
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        # A user-data stream is quiet when nothing trades: no watchdog on silence.
+        settings = FeedSettings(
+            watchdog_seconds=float(365 * 24 * 3600),
+            backoff_initial=self._settings.backoff_initial,
+            backoff_max=self._settings.backoff_max,
+            healthy_seconds=self._settings.healthy_seconds,
+            connect_attempts=self._settings.connect_attempts,
+        )
+        await _supervise(
+            "user-data feed",
+            open_socket=self._open_socket,
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            settings=settings,
+            statistics=self.statistics,
+            clock=self._clock,
+            backoff=Backoff(
+                initial=self._settings.backoff_initial, maximum=self._settings.backoff_max
+            ),
+        )
+
+    async def _on_connect(self) -> None:
+        self.connected.set()
+
+    async def _on_message(self, message: Any) -> None:
+        raw = message if isinstance(message, str | bytes) else msgspec.json.encode(message)
+        try:
+            event = self._decoder.decode(raw, self._clock.time_ns())
+        except DecodeError as error:
+            self.statistics.malformed[f"{error.field}: {error.reason}"] += 1
+            return
+        self.statistics.messages[(type(event).__name__, "user")] += 1
+        if isinstance(event, OrderUpdate):
+            self._on_update(event)
