@@ -173,15 +173,21 @@ class FakeExchange:
         ]
 
     async def klines(
-        self, symbol: str, interval: str, *, start_ms: int, end_ms: int, limit: int = 1000
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
     ) -> list[Candle]:
         self.calls.append(("klines", (symbol, interval, start_ms, end_ms, limit)))
-        rows = [
-            c
-            for c in self.candles.get((symbol, interval), [])
-            if start_ms * 1_000_000 <= c.open_time <= end_ms * 1_000_000
-        ]
-        return rows[:limit]
+        rows = self.candles.get((symbol, interval), [])
+        if start_ms is None and end_ms is None:
+            return rows[-limit:]
+        low = (start_ms or 0) * 1_000_000
+        high = end_ms * 1_000_000 if end_ms is not None else 2**63
+        return [c for c in rows if low <= c.open_time <= high][:limit]
 
     async def balances(self) -> dict[str, Balance]:
         self.calls.append(("balances", None))

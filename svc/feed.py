@@ -18,6 +18,7 @@ connection, never a crash. ``connect_attempts`` consecutive failures to connect 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -119,14 +120,6 @@ class FeedStatistics:
         }
 
 
-class _Reconnect(Exception):
-    """Control flow inside the supervisor: close this connection and open another."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 # python-binance reports trouble as a message {"e": "error", "type": ..., "m": ...}.
 _PYTHON_BINANCE_REASONS = {
     "BinanceWebsocketUnableToConnect": "unable_to_connect",
@@ -150,42 +143,25 @@ async def _supervise(
     clock: Clock,
     backoff: Backoff,
 ) -> None:
-    """Keep one websocket alive and feed its messages to ``on_message``, forever."""
+    """Keep one websocket alive and feed its messages to ``on_message``, forever.
+
+    Only failures of the connection itself (opening it, reading from it) lead to a new
+    connection; an exception from ``on_connect`` or ``on_message`` is a bug or an exchange
+    error and propagates to the caller's supervisor.
+    """
     failures = 0
     while True:
         started = clock.monotonic_ns()
+        context = open_socket()
         try:
-            async with open_socket() as socket:
-                failures = 0
-                statistics.connected = True
-                log.info("%s connected", name)
-                await on_connect()
-                while True:
-                    try:
-                        message = await asyncio.wait_for(socket.recv(), settings.watchdog_seconds)
-                    except TimeoutError:
-                        raise _Reconnect("silent") from None
-                    if isinstance(message, dict) and message.get("e") == "error":
-                        reason = _PYTHON_BINANCE_REASONS.get(str(message.get("type")), "error")
-                        statistics.reconnects[reason] += 1
-                        log.warning("%s: %s (%s)", name, message.get("type"), message.get("m"))
-                        if reason in _FATAL_TO_SOCKET:
-                            raise _Reconnect(reason)
-                        continue  # python-binance reconnects by itself; gaps are backfilled
-                    await on_message(message)
-        except _Reconnect as signal:
-            if signal.reason == "silent":
-                statistics.reconnects["silent"] += 1
-            log.warning("%s reconnecting: %s", name, signal.reason)
-        except ExchangeError:
-            raise
+            socket = await context.__aenter__()
         except Exception as error:
             # websockets, aiohttp and python-binance raise a zoo of types when a connection
-            # fails; all of them mean "connect again", and the count and log say which.
+            # cannot be opened; all of them mean "try again", and the count and log say which.
             failures += 1
             statistics.reconnects["connect_failed"] += 1
             log.warning(
-                "%s connection failed (%d in a row): %s: %s",
+                "%s: connection failed (%d in a row): %s: %s",
                 name,
                 failures,
                 type(error).__name__,
@@ -195,11 +171,49 @@ async def _supervise(
                 raise ExchangeUnavailable(
                     0, f"{name}: {failures} connection attempts failed; last: {error}"
                 ) from error
+            await clock.sleep(backoff.next_delay())
+            continue
+        failures = 0
+        statistics.connected = True
+        log.info("%s connected", name)
+        try:
+            await on_connect()
+            reason = await _read(name, socket, on_message, settings, statistics)
         finally:
             statistics.connected = False
+            with contextlib.suppress(Exception):
+                await context.__aexit__(None, None, None)
+        statistics.reconnects[reason] += 1
+        log.warning("%s reconnecting: %s", name, reason)
         if clock.monotonic_ns() - started >= settings.healthy_seconds * 1e9:
             backoff.reset()
         await clock.sleep(backoff.next_delay())
+
+
+async def _read(
+    name: str,
+    socket: Socket,
+    on_message: Callable[[Any], Any],
+    settings: FeedSettings,
+    statistics: FeedStatistics,
+) -> str:
+    """Read until the connection should be replaced; returns why."""
+    while True:
+        try:
+            message = await asyncio.wait_for(socket.recv(), settings.watchdog_seconds)
+        except TimeoutError:
+            return "silent"
+        except Exception as error:  # noqa: BLE001  (python-binance's ReadLoopClosed and kin)
+            log.warning("%s: read failed: %s: %s", name, type(error).__name__, error)
+            return "read_failed"
+        if isinstance(message, dict) and message.get("e") == "error":
+            reason = _PYTHON_BINANCE_REASONS.get(str(message.get("type")), "error")
+            log.warning("%s: %s (%s)", name, message.get("type"), message.get("m"))
+            if reason in _FATAL_TO_SOCKET:
+                return reason
+            statistics.reconnects[reason] += 1
+            continue  # python-binance reconnects by itself; missed klines are backfilled
+        await on_message(message)
 
 
 class MarketFeed:
