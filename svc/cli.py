@@ -1,10 +1,12 @@
 """The ``svc`` command line: parses arguments, builds configuration, runs one subcommand.
 
-Subcommands: ``svc sim`` (the simulated Binance exchange on loopback), ``svc decode`` (decode
-a capture of raw websocket frames and report what it holds).
+Subcommands: ``svc run`` (the trading service; by default against the embedded simulator),
+``svc check-config FILE``, ``svc audit verify FILE``, ``svc sim`` (the simulated Binance
+exchange on loopback), ``svc decode FILE`` (report what a capture of raw frames holds).
 
-Exit codes: 0 success, 2 configuration or usage error (the message names the field),
-65 malformed input (``svc decode`` found frames it could not decode), 70 fatal internal error.
+Exit codes: 0 success, 1 ``audit verify`` found a broken journal, 2 configuration or usage
+error (the message names the field), 3 exchange unreachable after retries, 65 malformed input
+(``svc decode`` found frames it could not decode), 70 fatal internal error.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from svc import __version__
 from svc.errors import ConfigError
 
 EXIT_OK = 0
+EXIT_AUDIT_BROKEN = 1
 EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
 EXIT_MALFORMED = 65
 EXIT_INTERNAL = 70
 
@@ -64,6 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svc", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"svc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the trading service (default: against the embedded simulator)",
+        description="Market data -> strategies -> risk -> orders -> audit. Every option can "
+        "also be set in --config (TOML) and as SVC_* environment variables; the command line "
+        "wins. Keys for real exchanges come from BINANCE_API_KEY/BINANCE_API_SECRET or the "
+        "files named by BINANCE_API_KEY_FILE/BINANCE_API_SECRET_FILE.",
+    )
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--exchange", choices=("sim", "binance", "binance-testnet"))
+    run.add_argument("--duration", help="seconds to run (default: until SIGTERM/Ctrl-C)")
+    run.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    run.add_argument("--intervals", help="comma-separated kline intervals, e.g. 1m,5m")
+    run.add_argument("--sim-frames", help="the embedded simulator replays this JSONL capture")
+    run.add_argument("--summary-json", help="write a machine-readable summary here at exit")
+    run.add_argument("--audit-path", help="the audit journal (JSONL, hash-chained)")
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", type=Path)
+
+    audit = commands.add_parser("audit", help="audit journal tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser("verify", help="check a journal's hash chain")
+    verify.add_argument("file", type=Path)
 
     sim = commands.add_parser(
         "sim",
@@ -137,6 +168,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line options -> config overrides (strings; build_config converts them)."""
+    overrides: dict[str, Any] = {}
+    for name in ("exchange", "duration", "symbols", "intervals", "summary_json", "log_level"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.sim_frames is not None:
+        overrides["sim"] = {"frames": args.sim_frames}
+    if args.audit_path is not None:
+        overrides["audit"] = {"path": args.audit_path}
+    return overrides
+
+
+def _run_service(args: argparse.Namespace) -> int:
+    from svc.app import Service  # noqa: PLC0415  (keep `svc --help` fast)
+    from svc.config import build_config  # noqa: PLC0415
+    from svc.logs import setup_logging  # noqa: PLC0415
+
+    config = build_config(file=args.config, overrides=_run_overrides(args))
+    logging.getLogger().handlers.clear()
+    log_file = Path(config.log_file) if config.log_file else None
+    handle = setup_logging(level=config.log_level, file=log_file)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            result = runner.run(Service(config).run())
+    finally:
+        handle.stop()
+    return result.exit_code
+
+
+def _loop_factory() -> Any:
+    """uvloop's event loop when it is installed (the default), else asyncio's."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from svc.config import build_config, default_strategies  # noqa: PLC0415
+    from svc.strategy import build_strategies  # noqa: PLC0415
+
+    config = build_config(file=args.file)
+    build_strategies(default_strategies(config))
+    print(
+        f"{args.file}: ok ({config.exchange}; {', '.join(config.symbols)}; "
+        f"{len(default_strategies(config))} strategies)"
+    )
+    return EXIT_OK
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from svc.audit import verify  # noqa: PLC0415
+
+    if not args.file.is_file():
+        raise ConfigError("file", f"{str(args.file)!r} is not a file")
+    result = verify(args.file)
+    print(f"{args.file}: {result.summary()}")
+    return EXIT_OK if result.ok else EXIT_AUDIT_BROKEN
 
 
 def _run_decode(args: argparse.Namespace) -> int:
@@ -253,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "run":
+            return _run_service(args)
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "audit":
+            return _audit_verify(args)
         if args.command == "sim":
             return asyncio.run(_run_sim(args))
         if args.command == "decode":

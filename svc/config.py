@@ -277,8 +277,8 @@ def default_strategies(config: Config) -> list[dict[str, Any]]:
                 "kind": "ema_crossover",
                 "symbol": symbol,
                 "interval": config.intervals[0],
-                "fast": 5,
-                "slow": 13,
+                "fast": 3,
+                "slow": 8,
                 "quantity": quantity,
             }
         )
@@ -286,8 +286,8 @@ def default_strategies(config: Config) -> list[dict[str, Any]]:
             {
                 "kind": "trade_flow",
                 "symbol": symbol,
-                "window": 100,
-                "threshold": 0.5,
+                "window": 50,
+                "threshold": 0.3,
                 "quantity": quantity,
             }
         )

@@ -197,15 +197,25 @@ async def _read(
     settings: FeedSettings,
     statistics: FeedStatistics,
 ) -> str:
-    """Read until the connection should be replaced; returns why."""
+    """Read until the connection should be replaced; returns why.
+
+    python-binance's ``recv()`` wraps every read in ``asyncio.wait_for`` (a task per
+    message), and so would the watchdog. While messages are waiting in the socket's
+    internal queue they are taken directly, which keeps the consumer ahead of bursts (the
+    queue holds only 100 messages); ``recv()`` and the watchdog run only when it is empty.
+    """
+    backlog: asyncio.Queue[Any] | None = getattr(socket, "_queue", None)
     while True:
-        try:
-            message = await asyncio.wait_for(socket.recv(), settings.watchdog_seconds)
-        except TimeoutError:
-            return "silent"
-        except Exception as error:  # noqa: BLE001  (python-binance's ReadLoopClosed and kin)
-            log.warning("%s: read failed: %s: %s", name, type(error).__name__, error)
-            return "read_failed"
+        if backlog is not None and not backlog.empty():
+            message = backlog.get_nowait()
+        else:
+            try:
+                message = await asyncio.wait_for(socket.recv(), settings.watchdog_seconds)
+            except TimeoutError:
+                return "silent"
+            except Exception as error:  # noqa: BLE001  (python-binance's ReadLoopClosed and kin)
+                log.warning("%s: read failed: %s: %s", name, type(error).__name__, error)
+                return "read_failed"
         if isinstance(message, dict) and message.get("e") == "error":
             reason = _PYTHON_BINANCE_REASONS.get(str(message.get("type")), "error")
             log.warning("%s: %s (%s)", name, message.get("type"), message.get("m"))

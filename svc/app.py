@@ -1,0 +1,528 @@
+"""The composition root of ``svc run``: builds every component, wires the hot path, runs it.
+
+::
+
+    feed (receive, parse) -> bus.data -> strategies -> bus.signal -> risk, build order
+        -> bus.order -> submit (REST) -> ack -> order manager <- user-data feed (fills)
+    every stage -> StageRecorder; every intent, command, response and fill -> audit journal
+
+Only this module knows all the parts. It owns the run's lifecycle: start-up (embedded
+simulator, exchange connection, symbol rules, audit journal, reconciliation of open orders),
+the supervised tasks (one TaskGroup), the status line, the stop (duration, SIGTERM/SIGINT,
+or a fatal error), and the final summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from svc import __version__
+from svc.audit import AuditJournal
+from svc.binance_client import BinanceClient
+from svc.bus import EventBus
+from svc.config import Config, Credentials, default_strategies, load_credentials
+from svc.errors import ConfigError, ExchangeError, ExchangeUnavailable, FilterViolation
+from svc.feed import FeedSettings, MarketFeed, UserDataFeed
+from svc.latency import StageRecorder
+from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, Trade
+from svc.orders import OrderManager, TrackedOrder
+from svc.risk import RiskEngine, RiskLimits
+from svc.strategy import Strategy, build_strategies
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERNAL = 70
+
+
+@dataclass(slots=True)
+class RunResult:
+    exit_code: int
+    exit_reason: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def market_streams(config: Config) -> list[str]:
+    streams = []
+    for symbol in config.symbols:
+        lower = symbol.lower()
+        streams += [f"{lower}@kline_{interval}" for interval in config.intervals]
+        streams += [f"{lower}@aggTrade", f"{lower}@bookTicker"]
+    return streams
+
+
+class Service:
+    """One run of the trading pipeline (see the module docstring)."""
+
+    def __init__(self, config: Config, *, status: TextIO = sys.stderr) -> None:
+        self.config = config
+        self._status_out = status
+        self.recorder = StageRecorder()
+        self._strategies: dict[str, list[Strategy]] = {}
+        self._last_price: dict[str, float] = {}
+        self._signals = 0
+        self._risk_rejects: Counter[str] = Counter()
+        self._filter_rejects: Counter[str] = Counter()
+        self._fills = 0
+        self._reported: dict[str, Decimal] = {}
+        self._stop = asyncio.Event()
+        self._stop_reason = "duration"
+        self._shut_down = False
+        self._started = 0.0
+        self.sim: Any = None
+        self.client: BinanceClient | None = None
+        self.audit: AuditJournal | None = None
+        self.orders: OrderManager | None = None
+        self.feed: MarketFeed | None = None
+        self.user_feed: UserDataFeed | None = None
+        self.bus: EventBus | None = None
+        self.risk: RiskEngine | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def run(self) -> RunResult:
+        self._started = time.monotonic()
+        try:
+            await self._start()
+            await self._serve()
+            code, reason = EXIT_OK, self._stop_reason
+        except ConfigError:
+            raise
+        except ExchangeUnavailable as error:
+            log.error("exchange unreachable: %s", error)
+            code, reason = EXIT_UNREACHABLE, f"exchange unreachable: {error}"
+        except ExchangeError as error:
+            log.error("exchange error at start-up: %s", error)
+            code, reason = EXIT_UNREACHABLE, f"exchange error: {error}"
+        except Exception as error:
+            log.exception("fatal internal error")
+            code, reason = EXIT_INTERNAL, f"fatal error: {type(error).__name__}: {error}"
+        finally:
+            await self._shutdown()
+        summary = self.summary(reason)
+        self._print_summary(summary)
+        if self.config.summary_json:
+            text = msgspec.json.format(msgspec.json.encode(summary), indent=2).decode() + "\n"
+            await asyncio.to_thread(Path(self.config.summary_json).write_text, text)
+        return RunResult(code, reason, summary)
+
+    async def _start(self) -> None:
+        config = self.config
+        credentials = await self._start_exchange()
+        self.client = await self._connect(credentials)
+        rules = await self.client.symbol_rules(list(config.symbols))
+        self.audit = AuditJournal(path=Path(config.audit.path), fsync=config.audit.fsync)
+        self.audit.start()
+        self.audit.record(
+            "run.start",
+            {
+                "version": __version__,
+                "exchange": config.exchange,
+                "symbols": list(config.symbols),
+                "intervals": list(config.intervals),
+            },
+            critical=True,
+        )
+        run_id = _base36(time.time_ns() // 1_000_000)
+        self.orders = OrderManager(
+            exchange=self.client, audit=self.audit, rules=rules, id_prefix=f"svc{run_id}"
+        )
+        report = await self.orders.reconcile(list(config.symbols))
+        log.info("reconciled open orders: %s", report)
+        for strategy in build_strategies(default_strategies(config)):
+            symbol = str(strategy.state().get("symbol", ""))
+            self._strategies.setdefault(symbol, []).append(strategy)
+        limits = config.risk
+        self.risk = RiskEngine(
+            limits=RiskLimits(
+                max_position=limits.max_position,
+                max_order_notional=limits.max_order_notional,
+                max_orders_per_window=limits.max_orders_per_minute,
+                window_ns=60_000_000_000,
+                kill_switch=limits.kill_switch,
+            )
+        )
+        self.bus = EventBus()
+        self.bus.subscribe("data", self._on_market)
+        self.bus.subscribe("signal", self._on_signal)
+        self.bus.subscribe("order", self._on_order)
+        feed_settings = FeedSettings(
+            watchdog_seconds=config.feed.watchdog_seconds,
+            backoff_initial=config.feed.backoff_initial,
+            backoff_max=config.feed.backoff_max,
+            healthy_seconds=config.feed.healthy_seconds,
+            connect_attempts=config.feed.connect_attempts,
+            warmup_klines=config.feed.warmup_klines,
+        )
+        data_tier = self.bus.data
+        self.feed = MarketFeed(
+            streams=market_streams(config),
+            open_socket=self.client.market_socket,
+            exchange=self.client,
+            publish=data_tier.put_nowait,
+            settings=feed_settings,
+            on_parse=self._on_parse,
+        )
+        self.user_feed = UserDataFeed(
+            open_socket=self.client.user_socket,
+            on_update=self._on_order_update,
+            settings=feed_settings,
+        )
+
+    async def _start_exchange(self) -> Credentials:
+        config = self.config
+        if config.exchange != "sim":
+            return load_credentials(config)
+        from svc.sim.server import (  # noqa: PLC0415  (the simulator is only needed here)
+            DEFAULT_API_KEY,
+            DEFAULT_API_SECRET,
+            SimConfig,
+            SimExchange,
+        )
+
+        self.sim = SimExchange(
+            SimConfig(
+                port=0,
+                symbols=config.symbols,
+                intervals=tuple(dict.fromkeys((*config.intervals, "1m"))),
+                market=config.sim.market,
+                speed=config.sim.speed,
+                rate=config.sim.rate,
+                frames=Path(config.sim.frames) if config.sim.frames else None,
+                seed=config.sim.seed,
+            )
+        )
+        await self.sim.start()
+        log.info("embedded simulator on %s", self.sim.http_url)
+        return Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)
+
+    async def _connect(self, credentials: Credentials) -> BinanceClient:
+        venue = self.config.exchange
+        attempts = self.config.feed.connect_attempts
+        delay = self.config.feed.backoff_initial
+        for attempt in range(1, attempts + 1):
+            try:
+                return await BinanceClient.connect(
+                    venue=venue,
+                    api_key=credentials.api_key,
+                    api_secret=credentials.api_secret,
+                    sim_url=self.sim.http_url if self.sim is not None else "",
+                )
+            except ExchangeUnavailable as error:
+                if attempt == attempts:
+                    raise
+                log.warning(
+                    "exchange not reachable (attempt %d of %d): %s", attempt, attempts, error
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.feed.backoff_max)
+        raise ExchangeUnavailable(0, "no connection attempt was made")
+
+    async def _serve(self) -> None:
+        assert self.bus is not None
+        assert self.feed is not None
+        assert self.user_feed is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self.bus.run(), name="bus"),
+                    group.create_task(self.feed.run(), name="feed.market"),
+                    group.create_task(self.user_feed.run(), name="feed.user"),
+                    group.create_task(self._report_status(), name="status"),
+                ]
+                if self.config.duration > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self.config.duration)
+                else:
+                    await self._stop.wait()
+                for task in tasks:
+                    task.cancel()
+        except* ExchangeError as group_error:
+            raise group_error.exceptions[0] from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        """Stop what was started, in reverse order; a failing step does not stop the rest."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        bus, audit, client, sim = self.bus, self.audit, self.client, self.sim
+        if bus is not None:
+            try:
+                await bus.drain(timeout=2.0)
+            finally:
+                bus.close()
+        if audit is not None and audit.state == "running":
+            audit.record("run.stop", {"reason": self._stop_reason}, critical=True)
+            if not audit.stop(timeout=5.0):
+                log.error("audit journal did not drain within 5 s")
+        if client is not None:
+            await client.close()
+        if sim is not None:
+            await sim.stop()
+
+    # ----------------------------------------------------------------- the hot path
+
+    def _on_parse(self, parse_ns: int, _ts_init: int) -> None:
+        self.recorder.parse.record(parse_ns)
+
+    async def _on_market(self, event: Event) -> None:
+        recorder = self.recorder
+        symbol = getattr(event, "symbol", "")
+        if isinstance(event, Trade):
+            self._last_price[symbol] = event.price
+        elif isinstance(event, Candle):
+            self._last_price.setdefault(symbol, event.close)
+        elif isinstance(event, Quote):
+            self._last_price[symbol] = (event.bid_price + event.ask_price) * 0.5
+        strategies = self._strategies.get(symbol)
+        if not strategies or not isinstance(event, Candle | Trade | Quote):
+            return
+        started = time.perf_counter_ns()
+        decided = False
+        for strategy in strategies:
+            signal_ = strategy.on_event(event)
+            if signal_ is not None:
+                decided = True
+                self._signals += 1
+                assert self.bus is not None
+                await self.bus.signal.put(signal_)
+        done = time.perf_counter_ns()
+        recorder.strategy.record(done - started)
+        tick_ns = time.time_ns() - event.ts_init
+        if decided:
+            recorder.tick_signal.record(tick_ns)
+        else:
+            recorder.tick_no_signal.record(tick_ns)
+
+    async def _on_signal(self, signal_: Signal) -> None:
+        assert self.risk is not None
+        assert self.orders is not None
+        assert self.audit is not None
+        started = time.perf_counter_ns()
+        price = signal_.limit_price or self._last_price.get(signal_.symbol, 0.0)
+        position = float(self.orders.positions.position(signal_.symbol).quantity)
+        decision = self.risk.check(signal_, position=position, price=price, now_ns=time.time_ns())
+        self.recorder.risk.record(time.perf_counter_ns() - started)
+        payload = {
+            "strategy": signal_.strategy,
+            "symbol": signal_.symbol,
+            "side": signal_.side,
+            "quantity": signal_.quantity,
+            "reason": signal_.reason,
+        }
+        if not decision.accepted:
+            self._risk_rejects[decision.reason] += 1
+            self.audit.record(
+                "risk.rejected", {**payload, "risk": decision.reason}, ts_event=signal_.ts_event
+            )
+            return
+        try:
+            order = self.orders.build(signal_, last_price=price)
+        except FilterViolation as error:
+            self._filter_rejects[error.msg] += 1
+            self.audit.record(
+                "order.filtered", {**payload, "error": error.msg}, ts_event=signal_.ts_event
+            )
+            return
+        self.audit.record(
+            "intent",
+            {**payload, "client_order_id": order.client_order_id},
+            ts_event=signal_.ts_event,
+            critical=True,
+        )
+        assert self.bus is not None
+        await self.bus.order.put(msgspec.structs.replace(order, ts_init=signal_.ts_init))
+
+    async def _on_order(self, order: NewOrder) -> None:
+        assert self.orders is not None
+        started = time.perf_counter_ns()
+        try:
+            tracked = await self.orders.submit(order)
+        except ExchangeError as error:
+            log.warning("order %s not placed: %s", order.client_order_id, error)
+            return
+        finally:
+            self.recorder.submit.record(time.perf_counter_ns() - started)
+        self.recorder.tick_order.record(time.time_ns() - order.ts_init)
+        self._note_fills(tracked)
+
+    def _on_order_update(self, update: OrderUpdate) -> None:
+        assert self.orders is not None
+        started = time.perf_counter_ns()
+        self.orders.on_update(update)
+        self.recorder.fill.record(time.perf_counter_ns() - started)
+        tracked = self.orders.get(update.client_order_id)
+        if tracked is not None:
+            self._note_fills(tracked)
+
+    def _note_fills(self, tracked: TrackedOrder) -> None:
+        """Tell the order's strategy about fill quantity it has not heard of yet."""
+        key = tracked.client_order_id
+        delta = tracked.filled_quantity - self._reported.get(key, Decimal(0))
+        if delta <= 0:
+            return
+        self._reported[key] = tracked.filled_quantity
+        if len(self._reported) > 100_000:  # bounded: forget the oldest orders
+            del self._reported[next(iter(self._reported))]
+        self._fills += 1
+        order = tracked.order
+        for strategy in self._strategies.get(order.symbol, ()):
+            if strategy.name == order.strategy:
+                strategy.on_fill(order.symbol, order.side, float(delta))
+
+    # ----------------------------------------------------------------- status and summary
+
+    async def _report_status(self) -> None:
+        assert self.feed is not None
+        previous = 0
+        while True:
+            await asyncio.sleep(self.config.status_interval)
+            total = sum(self.feed.statistics.messages.values())
+            rate = (total - previous) / self.config.status_interval
+            previous = total
+            self._status_out.write(self.status_line(rate) + "\n")
+            self._status_out.flush()
+
+    def status_line(self, rate: float) -> str:
+        assert self.bus is not None
+        assert self.orders is not None
+        parse, strategy, submit = self.recorder.parse, self.recorder.strategy, self.recorder.submit
+        tiers = " ".join(
+            f"{t.name}={t.statistics().depth}"
+            for t in (self.bus.data, self.bus.signal, self.bus.order)
+        )
+        states = self.orders.statistics().orders_by_state
+        positions = self.orders.positions.snapshot()
+        held = (
+            " ".join(
+                f"{s}={float(p['quantity']):g}"
+                for s, p in positions.items()
+                if float(p["quantity"])
+            )
+            or "flat"
+        )
+        pnl = self._pnl()
+        return (
+            f"[{time.monotonic() - self._started:6.1f}s] {rate:7.0f} msg/s | "
+            f"parse p50/p99 {parse.percentile(50) / 1e3:.1f}/{parse.percentile(99) / 1e3:.1f}us "
+            f"strategy {strategy.percentile(50) / 1e3:.1f}/{strategy.percentile(99) / 1e3:.1f}us "
+            f"submit {submit.percentile(50) / 1e6:.2f}/{submit.percentile(99) / 1e6:.2f}ms | "
+            f"queues {tiers} | orders {sum(states.values()) if states else 0} "
+            f"filled {states.get('FILLED', 0)} | {held} | pnl {pnl:+.2f}"
+        )
+
+    def _pnl(self) -> float:
+        if self.orders is None:
+            return 0.0
+        total = 0.0
+        for symbol in self.config.symbols:
+            view = self.orders.positions.position(symbol)
+            total += float(view.realized_pnl - view.fees_quote)
+            price = self._last_price.get(symbol)
+            if price is not None:
+                total += self.orders.positions.unrealized(symbol, price)
+        return total
+
+    def summary(self, exit_reason: str) -> dict[str, Any]:
+        tiers = {}
+        if self.bus is not None:
+            for tier in (self.bus.data, self.bus.signal, self.bus.order):
+                stats = tier.statistics()
+                tiers[stats.name] = {
+                    "capacity": stats.capacity,
+                    "high_water": stats.high_water,
+                    "put": stats.put,
+                    "dropped": stats.dropped,
+                    "waits": stats.waits,
+                }
+        feed = self.feed.statistics.as_dict() if self.feed is not None else {}
+        orders = dataclasses.asdict(self.orders.statistics()) if self.orders is not None else {}
+        audit = self.audit.statistics() if self.audit is not None else None
+        return {
+            "version": __version__,
+            "exchange": self.config.exchange,
+            "symbols": list(self.config.symbols),
+            "duration_seconds": round(time.monotonic() - self._started, 3),
+            "exit_reason": exit_reason,
+            "feed": feed,
+            "signals": self._signals,
+            "risk_rejections": dict(self._risk_rejects),
+            "filter_rejections": dict(self._filter_rejects),
+            "orders": orders,
+            "fills": self._fills,
+            "positions": self.orders.positions.snapshot() if self.orders is not None else {},
+            "pnl": round(self._pnl(), 8),
+            "queues": tiers,
+            "stages": self.recorder.summary(),
+            "audit": {
+                "path": self.config.audit.path,
+                **(
+                    {
+                        k: getattr(audit, k)
+                        for k in (
+                            "recorded",
+                            "written",
+                            "dropped",
+                            "critical_overflow",
+                            "write_errors",
+                        )
+                    }
+                    if audit is not None
+                    else {}
+                ),
+            },
+        }
+
+    def _print_summary(self, summary: dict[str, Any]) -> None:
+        out = self._status_out
+        out.write(f"svc run finished: {summary['exit_reason']}\n")
+        feed = summary.get("feed", {})
+        for kind, by_stream in feed.get("messages", {}).items():
+            out.write(f"  {kind:<12} {sum(by_stream.values()):>9} messages\n")
+        out.write(f"  malformed    {sum(feed.get('malformed', {}).values()):>9}\n")
+        out.write(f"  signals      {summary['signals']:>9}\n")
+        out.write(f"  orders       {summary['orders']}\n")
+        out.write(f"  fills        {summary['fills']:>9}   pnl {summary['pnl']:+.4f}\n")
+        for name, stage in summary["stages"].items():
+            if stage["count"]:
+                out.write(
+                    f"  {name:<16} n={stage['count']:<8} p50={stage['p50_us']:.1f}us "
+                    f"p99={stage['p99_us']:.1f}us\n"
+                )
+        out.flush()
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while number:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+    return out or "0"
