@@ -155,6 +155,7 @@ class Service:
                 max_orders_per_window=limits.max_orders_per_minute,
                 window_ns=60_000_000_000,
                 kill_switch=limits.kill_switch,
+                max_signal_age_ns=int(limits.max_signal_age_seconds * 1e9),
             )
         )
         self.bus = EventBus()
@@ -305,21 +306,17 @@ class Service:
         if not strategies or not isinstance(event, Candle | Trade | Quote):
             return
         started = time.perf_counter_ns()
-        decided = False
-        for strategy in strategies:
-            signal_ = strategy.on_event(event)
-            if signal_ is not None:
-                decided = True
-                self._signals += 1
-                assert self.bus is not None
-                await self.bus.signal.put(signal_)
-        done = time.perf_counter_ns()
-        recorder.strategy.record(done - started)
+        decisions = [d for d in (s.on_event(event) for s in strategies) if d is not None]
+        recorder.strategy.record(time.perf_counter_ns() - started)
         tick_ns = time.time_ns() - event.ts_init
-        if decided:
-            recorder.tick_signal.record(tick_ns)
-        else:
+        if not decisions:
             recorder.tick_no_signal.record(tick_ns)
+            return
+        recorder.tick_signal.record(tick_ns)
+        self._signals += len(decisions)
+        assert self.bus is not None
+        for decision in decisions:
+            await self.bus.signal.put(decision)
 
     async def _on_signal(self, signal_: Signal) -> None:
         assert self.risk is not None

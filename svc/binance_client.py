@@ -12,15 +12,18 @@ identity so that ``svc.binance.streams.FrameDecoder`` decodes each frame exactly
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Any, Literal
 
 import aiohttp
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.ws.constants import WSListenerState
 from binance.ws.websocket_api import WebsocketAPI
 
 from svc.binance._codec import NS_PER_MS, convert_as
@@ -87,6 +90,9 @@ class BinanceClient:
         return self
 
     async def close(self) -> None:
+        ws_api = getattr(self._client, "ws_api", None)
+        if ws_api is not None:
+            await _stop_read_loop(ws_api)
         await self._client.close_connection()
 
     # ----------------------------------------------------------------- plumbing
@@ -204,15 +210,38 @@ class BinanceClient:
 
     # ----------------------------------------------------------------- websockets
 
-    def market_socket(self, streams: list[str]) -> Any:
+    def market_socket(self, streams: list[str]) -> AbstractAsyncContextManager[Any]:
         """A python-binance combined-stream socket whose ``recv()`` returns raw frame text."""
         socket = self.manager.multiplex_socket(streams)
         socket.json_loads = _identity
-        return socket
+        return _closing_fast(socket)
 
-    def user_socket(self) -> Any:
+    def user_socket(self) -> AbstractAsyncContextManager[Any]:
         """python-binance's user-data socket (WebSocket-API subscription); events as dicts."""
-        return self.manager.user_socket()
+        return _closing_fast(self.manager.user_socket())
+
+
+async def _stop_read_loop(socket: Any) -> None:
+    """Make python-binance's read loop end now, not after its 10 s receive timeout.
+
+    Its ``__aexit__`` first waits for the read loop to notice ``EXITING``, which happens only
+    when ``ws.recv()`` returns; marking the socket as exiting and closing the connection
+    first wakes it at once.
+    """
+    socket.ws_state = WSListenerState.EXITING
+    connection = getattr(socket, "ws", None)
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def _closing_fast(socket: Any) -> AsyncIterator[Any]:
+    async with socket:
+        try:
+            yield socket
+        finally:
+            await _stop_read_loop(socket)
 
 
 def _svc_error(error: BinanceAPIException) -> ExchangeError:

@@ -62,6 +62,8 @@ class RiskSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     max_order_notional: float = 2_000.0
     max_orders_per_minute: int = 60
     kill_switch: bool = False
+    max_signal_age_seconds: float = 5.0
+    """Signals from events older than this do not trade (warm-up, backfill); 0 disables."""
 
 
 class AuditSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -241,6 +243,7 @@ def validate(config: Config) -> None:
         raise ConfigError("feed.warmup_klines", "expected an integer from 0 to 1000")
     _positive("risk.max_position", config.risk.max_position)
     _positive("risk.max_order_notional", config.risk.max_order_notional)
+    _non_negative("risk.max_signal_age_seconds", config.risk.max_signal_age_seconds)
     if config.risk.max_orders_per_minute < 1:
         raise ConfigError("risk.max_orders_per_minute", "expected an integer >= 1")
     if not config.audit.path:

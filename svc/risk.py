@@ -6,6 +6,8 @@ carries one stable reason code, counted in ``statistics()`` for the dashboard:
 
 =====================  ===========================================================
 ``kill_switch``        trading is halted (configured, or ``trip()``-ed at runtime)
+``stale_signal``       the event behind the signal is older than ``max_signal_age_ns``
+                       (warm-up and backfilled history must not trade)
 ``invalid_quantity``   quantity is not a positive finite number
 ``no_price``           no usable price: a non-positive/non-finite limit price, or a
                        market order with no positive last price
@@ -35,6 +37,7 @@ REASON_NO_PRICE = "no_price"
 REASON_MAX_ORDER_NOTIONAL = "max_order_notional"
 REASON_MAX_POSITION = "max_position"
 REASON_RATE_LIMIT = "rate_limit"
+REASON_STALE_SIGNAL = "stale_signal"
 REJECTION_REASONS = (
     REASON_KILL_SWITCH,
     REASON_INVALID_QUANTITY,
@@ -42,6 +45,7 @@ REJECTION_REASONS = (
     REASON_MAX_ORDER_NOTIONAL,
     REASON_MAX_POSITION,
     REASON_RATE_LIMIT,
+    REASON_STALE_SIGNAL,
 )
 ACCEPTED = "accepted"
 
@@ -59,6 +63,10 @@ class RiskLimits:
     max_orders_per_window: int
     window_ns: int = 60_000_000_000
     kill_switch: bool = False
+    max_signal_age_ns: int = 0
+    """Reject a signal whose triggering event (``ts_event``) is older than this at ``now_ns``:
+    warm-up and backfilled history update strategies but must not trade. 0 disables it
+    (replays of recorded data)."""
 
     def __post_init__(self) -> None:
         for field, value in (
@@ -92,6 +100,10 @@ class RiskLimits:
         if not isinstance(self.kill_switch, bool):
             raise ConfigError(
                 "risk.kill_switch", f"must be true or false, got {self.kill_switch!r}"
+            )
+        if not isinstance(self.max_signal_age_ns, int) or self.max_signal_age_ns < 0:
+            raise ConfigError(
+                "risk.max_signal_age_seconds", f"must be >= 0, got {self.max_signal_age_ns!r}"
             )
 
 
@@ -157,6 +169,8 @@ class RiskEngine:
         limits = self.limits
         if limits.kill_switch or self._tripped:
             return _REJECT[REASON_KILL_SWITCH]
+        if limits.max_signal_age_ns and now_ns - signal.ts_event > limits.max_signal_age_ns:
+            return _REJECT[REASON_STALE_SIGNAL]
         quantity = signal.quantity
         if not (quantity > 0.0 and math.isfinite(quantity)):  # also rejects NaN
             return _REJECT[REASON_INVALID_QUANTITY]

@@ -116,6 +116,7 @@ warmup_klines = 0
 [risk]
 max_orders_per_minute = 100000
 max_position = 1.0
+max_signal_age_seconds = 0  # recorded 2020 data: every event is old
 [[strategies]]
 kind = "ema_crossover"
 symbol = "BTCUSDT"
