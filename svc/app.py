@@ -85,6 +85,8 @@ class Service:
         self._shut_down = False
         self._started = 0.0
         self.sim: Any = None
+        self.sim_closed_klines: list[int] = []
+        """Open times (ms) of the first symbol's 1m klines the embedded simulator closed."""
         self.client: BinanceClient | None = None
         self.audit: AuditJournal | None = None
         self.orders: OrderManager | None = None
@@ -286,6 +288,7 @@ class Service:
         if client is not None:
             await client.close()
         if sim is not None:
+            self.sim_closed_klines = list(sim.closed_klines.get((self.config.symbols[0], "1m"), ()))
             await sim.stop()
 
     # ----------------------------------------------------------------- the hot path

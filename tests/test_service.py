@@ -1,0 +1,68 @@
+"""The service in-process against the embedded simulator: faults injected mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+
+from svc.app import Service
+from svc.config import build_config
+from svc.model import Candle, Event
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingService(Service):
+    """Remembers every closed kline that reached the strategies."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.closed: dict[tuple[str, str], list[int]] = {}
+
+    async def _on_market(self, event: Event) -> None:
+        if isinstance(event, Candle) and event.closed:
+            self.closed.setdefault((event.symbol, event.interval), []).append(event.open_time)
+        await super()._on_market(event)
+
+
+async def test_disconnects_mid_run_lose_no_closed_kline(tmp_path: Path) -> None:
+    config = build_config(
+        environ={},
+        overrides={
+            "symbols": "BTCUSDT",
+            "intervals": "1m",
+            "duration": "14",
+            "audit": {"path": str(tmp_path / "audit.jsonl")},
+            "feed": {"warmup_klines": "5", "backoff_initial": "0.05", "backoff_max": "0.2"},
+        },
+    )
+    service = RecordingService(config, status=io.StringIO())
+
+    async def inject_faults() -> None:
+        while service.feed is None:  # noqa: ASYNC110  (the feed is built inside run())
+            await asyncio.sleep(0.05)
+        await service.feed.warmed_up.wait()
+        assert service.sim is not None
+        await asyncio.sleep(2)
+        service.sim.set_faults(disconnect_every=1.5)
+        await asyncio.sleep(6)
+        service.sim.set_faults(disconnect_every=0)
+
+    faults = asyncio.create_task(inject_faults())
+    result = await service.run()
+    await faults
+    assert result.exit_code == 0
+    feed = result.summary["feed"]
+    assert sum(feed["reconnects"].values()) >= 2
+    seen = service.closed[("BTCUSDT", "1m")]
+    assert seen == sorted(set(seen)), "closed klines arrive once each, in order"
+    produced = [t * 1_000_000 for t in service.sim_closed_klines]
+    window = [t for t in produced if seen[0] <= t <= seen[-1]]
+    assert window, "the simulator closed klines during the run"
+    missing = sorted(set(window) - set(seen))
+    assert missing == []
+    assert feed["kline_gaps"] >= 1
+    assert feed["klines_backfilled"] >= 1
