@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -278,18 +279,27 @@ class Service:
         bus, audit, client, sim = self.bus, self.audit, self.client, self.sim
         if bus is not None:
             try:
-                await bus.drain(timeout=2.0)
+                await self._bounded("drain the bus", bus.drain(timeout=2.0), 3.0)
             finally:
                 bus.close()
         if audit is not None and audit.state == "running":
             audit.record("run.stop", {"reason": self._stop_reason}, critical=True)
-            if not audit.stop(timeout=5.0):
+            if not await asyncio.to_thread(audit.stop, 5.0):
                 log.error("audit journal did not drain within 5 s")
         if client is not None:
-            await client.close()
+            await self._bounded("close the exchange client", client.close(), 5.0)
         if sim is not None:
             self.sim_closed_klines = list(sim.closed_klines.get((self.config.symbols[0], "1m"), ()))
-            await sim.stop()
+            await self._bounded("stop the simulator", sim.stop(), 5.0)
+
+    @staticmethod
+    async def _bounded(what: str, step: Awaitable[Any], seconds: float) -> None:
+        """Run one shutdown step for at most ``seconds``; a stuck step must not hang the exit."""
+        try:
+            async with asyncio.timeout(seconds):
+                await step
+        except TimeoutError:
+            log.error("shutdown: could not %s within %.0f s; going on", what, seconds)
 
     # ----------------------------------------------------------------- the hot path
 

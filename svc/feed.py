@@ -34,7 +34,7 @@ from svc.binance import FrameDecoder
 from svc.clock import SYSTEM_CLOCK, Clock
 from svc.errors import DecodeError, ExchangeError, ExchangeUnavailable
 from svc.exchange import ExchangeClient
-from svc.model import Candle, Event, OrderUpdate, UnknownEvent
+from svc.model import Candle, Event, OrderUpdate, Quote, Trade, UnknownEvent
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class Backoff:
 
 @dataclass(slots=True)
 class FeedStatistics:
-    messages: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(event type, symbol or stream) -> count."""
+    messages: Counter[tuple[type, str, str]] = field(default_factory=Counter)
+    """(event type, symbol, interval) -> count; formatted only by ``as_dict``."""
     malformed: Counter[str] = field(default_factory=Counter)
     """``field: reason`` -> count."""
     unknown: Counter[str] = field(default_factory=Counter)
@@ -106,8 +106,9 @@ class FeedStatistics:
 
     def as_dict(self) -> dict[str, Any]:
         by_type: dict[str, dict[str, int]] = {}
-        for (kind, where), count in sorted(self.messages.items()):
-            by_type.setdefault(kind, {})[where] = count
+        for (kind, symbol, interval), count in self.messages.items():
+            where = f"{symbol}@{interval}" if interval else symbol
+            by_type.setdefault(kind.__name__, {})[where] = count
         return {
             "messages": by_type,
             "malformed": dict(self.malformed.most_common()),
@@ -305,12 +306,16 @@ class MarketFeed:
         if isinstance(event, UnknownEvent):
             self.statistics.unknown[event.event_type] += 1
             return
+        if __debug__ and not _plausible(event):
+            # Development builds check what the types cannot; `python -O` skips this.
+            self.statistics.malformed["invariant: implausible values"] += 1
+            return
         if isinstance(event, Candle):
-            self.statistics.messages[("Candle", f"{event.symbol}@{event.interval}")] += 1
+            self.statistics.messages[(Candle, event.symbol, event.interval)] += 1
             if not await self._check_gap(event):
                 return
         else:
-            self.statistics.messages[(type(event).__name__, getattr(event, "symbol", ""))] += 1
+            self.statistics.messages[(type(event), getattr(event, "symbol", ""), "")] += 1
         self._publish(event)
 
     async def _check_gap(self, candle: Candle) -> bool:
@@ -360,6 +365,23 @@ class MarketFeed:
         self.statistics.backfilled += len(filled)
         self.statistics.unfilled += wanted - len(filled)
         log.info("backfilled %d of %d %s %s klines", len(filled), wanted, symbol, interval)
+
+
+def _plausible(event: Event) -> bool:
+    """Invariants of market data that a well-formed frame can still break."""
+    if isinstance(event, Candle):
+        return (
+            0
+            < event.low
+            <= min(event.open, event.close)
+            <= max(event.open, event.close)
+            <= event.high
+        )
+    if isinstance(event, Trade):
+        return event.price > 0 and event.quantity >= 0
+    if isinstance(event, Quote):
+        return event.bid_price >= 0 and event.ask_price >= 0
+    return True
 
 
 class UserDataFeed:
@@ -413,6 +435,6 @@ class UserDataFeed:
         except DecodeError as error:
             self.statistics.malformed[f"{error.field}: {error.reason}"] += 1
             return
-        self.statistics.messages[(type(event).__name__, "user")] += 1
+        self.statistics.messages[(type(event), "user", "")] += 1
         if isinstance(event, OrderUpdate):
             self._on_update(event)

@@ -260,3 +260,14 @@ def test_backoff_is_full_jitter_and_resets() -> None:
     assert backoff.attempt == 6
     backoff.reset()
     assert backoff.attempt == 0
+
+
+async def test_implausible_values_are_counted_under_debug(exchange: FakeExchange) -> None:
+    # `python -O` (no __debug__) skips this check; the test suite always runs with it.
+    broken = kline_frame(T0, closed=True).replace('"h": "101.0"', '"h": "98.0"')
+    published: list[Event] = []
+    feed = make_feed(
+        Opener([[broken, kline_frame(T0 + MINUTE_NS, closed=True)]]), exchange, published
+    )
+    await run_until(feed, lambda: len(published) == 1)
+    assert feed.statistics.malformed == {"invariant: implausible values": 1}

@@ -66,3 +66,23 @@ async def test_disconnects_mid_run_lose_no_closed_kline(tmp_path: Path) -> None:
     assert missing == []
     assert feed["kline_gaps"] >= 1
     assert feed["klines_backfilled"] >= 1
+
+
+async def test_a_tenfold_burst_does_not_overflow_python_binance(tmp_path: Path) -> None:
+    # The default market is 20 ticks/s; 200 ticks/s over 8 streams is ~1,600 frames/s.
+    config = build_config(
+        environ={},
+        overrides={
+            "duration": "5",
+            "sim": {"rate": "200"},
+            "audit": {"path": str(tmp_path / "audit.jsonl")},
+        },
+    )
+    result = await Service(config, status=io.StringIO()).run()
+    assert result.exit_code == 0
+    feed = result.summary["feed"]
+    frames = sum(sum(by_stream.values()) for by_stream in feed["messages"].values())
+    assert frames > 3_000
+    assert feed["reconnects"].get("queue_overflow", 0) == 0
+    assert feed["malformed"] == {}
+    assert result.summary["queues"]["order"]["dropped"] == 0
