@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: the main job (for now the simulated exchange for 60 s; `svc run` arrives with the pipeline)
+## run: the main job: `svc run` against the embedded simulator for 60 s (Ctrl-C stops it earlier)
 run: $(STAMP)
-	$(BIN)/svc sim --port 0 --duration 60
+	$(BIN)/svc run --duration 60 --summary-json run-summary.json
 
 ## sim: the simulated Binance exchange on 127.0.0.1:8765 until Ctrl-C
 sim: $(STAMP)
