@@ -81,6 +81,7 @@ class Service:
         self._filter_rejects: Counter[str] = Counter()
         self._fills = 0
         self._reported: dict[str, Decimal] = {}
+        self._base_asset: dict[str, str] = {}
         self._stop = asyncio.Event()
         self._stop_reason = "duration"
         self._shut_down = False
@@ -129,6 +130,7 @@ class Service:
         credentials = await self._start_exchange()
         self.client = await self._connect(credentials)
         rules = await self.client.symbol_rules(list(config.symbols))
+        self._base_asset = {symbol: r.base_asset for symbol, r in rules.items()}
         self.audit = AuditJournal(path=Path(config.audit.path), fsync=config.audit.fsync)
         self.audit.start()
         self.audit.record(
@@ -393,16 +395,23 @@ class Service:
             self._note_fills(tracked)
 
     def _note_fills(self, tracked: TrackedOrder) -> None:
-        """Tell the order's strategy about fill quantity it has not heard of yet."""
+        """Tell the order's strategy about quantity it now holds and has not heard of yet.
+
+        The amount is net of commission paid in the base asset (a BUY of 0.001 BTC with a
+        0.1% BTC fee leaves 0.000999 BTC), so a strategy never tries to sell what it lacks.
+        """
         key = tracked.client_order_id
-        delta = tracked.filled_quantity - self._reported.get(key, Decimal(0))
+        order = tracked.order
+        net = tracked.filled_quantity
+        if order.side == "BUY":
+            net -= tracked.fees.get(self._base_asset.get(order.symbol, ""), Decimal(0))
+        delta = net - self._reported.get(key, Decimal(0))
         if delta <= 0:
             return
-        self._reported[key] = tracked.filled_quantity
+        self._reported[key] = net
         if len(self._reported) > 100_000:  # bounded: forget the oldest orders
             del self._reported[next(iter(self._reported))]
         self._fills += 1
-        order = tracked.order
         for strategy in self._strategies.get(order.symbol, ()):
             if strategy.name == order.strategy:
                 strategy.on_fill(order.symbol, order.side, float(delta))

@@ -22,9 +22,12 @@ from typing import Any, NamedTuple, Protocol
 from svc.errors import ConfigError
 from svc.model import Candle, Quote, Side, Signal, Trade
 
-# Fills are summed as floats; a position within this fraction of the order quantity of zero
-# is flat (0.1 + 0.1 + 0.1 - 0.3 is 5.5e-17, not 0, and must not become a dust SELL).
-_DUST_FRACTION = 1e-9
+# A position within this fraction of the order quantity of zero is flat. Float sums leave
+# noise (0.1 + 0.1 + 0.1 - 0.3 is 5.5e-17), and real fills leave dust: a BUY pays its fee in
+# the base asset and a SELL is rounded down to the lot size, so a round trip of 0.001 BTC
+# leaves ~0.00001 BTC that cannot be sold (below the minimum notional) and must not block
+# the next BUY.
+_DUST_FRACTION = 0.02
 
 BINANCE_INTERVALS = frozenset(
     {"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w"}
