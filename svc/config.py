@@ -225,7 +225,11 @@ def validate(config: Config) -> None:
         if interval not in INTERVALS:
             raise ConfigError("intervals", f"{interval!r} is not one of {', '.join(INTERVALS)}")
     _non_negative("duration", config.duration)
-    _positive("status_interval", config.status_interval)
+    if not config.status_interval >= 1.0:
+        raise ConfigError(
+            "status_interval",
+            "expected seconds >= 1 (the status line prints at most once a second)",
+        )
     _positive("sim.speed", config.sim.speed)
     _positive("sim.rate", config.sim.rate)
     if config.sim.frames and not Path(config.sim.frames).is_file():
