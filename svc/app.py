@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
@@ -30,7 +31,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from svc import __version__
+from svc import __version__, names
 from svc.audit import AuditJournal
 from svc.binance_client import BinanceClient
 from svc.bus import EventBus
@@ -42,6 +43,7 @@ from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, Trade
 from svc.orders import OrderManager, TrackedOrder
 from svc.risk import RiskEngine, RiskLimits
 from svc.strategy import Strategy, build_strategies
+from svc.tracing import CURRENT_TRACE, TickTrace, TickTracer, Traced, ratio_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,10 @@ class Service:
         self.config = config
         self._status_out = status
         self.recorder = StageRecorder()
+        self.tracer = TickTracer(
+            ratio=ratio_from_environment(os.environ),
+            slow_threshold_ns=int(config.telemetry.slow_tick_ms * 1_000_000),
+        )
         self._strategies: dict[str, list[Strategy]] = {}
         self._last_price: dict[str, float] = {}
         self._signals = 0
@@ -182,7 +188,8 @@ class Service:
             exchange=self.client,
             publish=data_tier.put_nowait,
             settings=feed_settings,
-            on_parse=self._on_parse,
+            recorder=self.recorder,
+            tracer=self.tracer,
         )
         self.user_feed = UserDataFeed(
             open_socket=self.client.user_socket,
@@ -305,10 +312,13 @@ class Service:
 
     # ----------------------------------------------------------------- the hot path
 
-    def _on_parse(self, parse_ns: int, _ts_init: int) -> None:
-        self.recorder.parse.record(parse_ns)
-
-    async def _on_market(self, event: Event) -> None:
+    async def _on_market(self, item: Event | Traced) -> None:
+        entered = time.perf_counter_ns()
+        if type(item) is Traced:
+            trace: TickTrace | None = item.trace
+            event = item.item
+        else:
+            trace, event = None, item
         recorder = self.recorder
         symbol = getattr(event, "symbol", "")
         if isinstance(event, Trade):
@@ -319,29 +329,55 @@ class Service:
             self._last_price[symbol] = (event.bid_price + event.ask_price) * 0.5
         strategies = self._strategies.get(symbol)
         if not strategies or not isinstance(event, Candle | Trade | Quote):
+            if trace is not None:
+                self.tracer.finish(trace)
             return
         started = time.perf_counter_ns()
         decisions = [d for d in (s.on_event(event) for s in strategies) if d is not None]
-        recorder.strategy.record(time.perf_counter_ns() - started)
+        decided = time.perf_counter_ns()
+        recorder.strategy.record(decided - started)
         tick_ns = time.time_ns() - event.ts_init
+        if trace is not None:
+            trace.stage("queue_wait", trace.stages[-1][2] - trace.wall(0), entered)
+            trace.stage("strategy", started, decided)
+        elif tick_ns > self.tracer.slow_threshold_ns > 0:
+            self.tracer.record_slow(
+                wall_anchor=event.ts_init,
+                perf_anchor=decided - tick_ns,
+                stages=[("strategy", started, decided)],
+                attributes={names.ATTR_SYMBOL: symbol, names.ATTR_STREAM: type(event).__name__},
+            )
         if not decisions:
             recorder.tick_no_signal.record(tick_ns)
+            if trace is not None:
+                trace.attributes[names.ATTR_OUTCOME] = "no_signal"
+                self.tracer.finish(trace, end_perf=decided)
             return
         recorder.tick_signal.record(tick_ns)
         self._signals += len(decisions)
         assert self.bus is not None
+        if trace is not None:
+            trace.attributes[names.ATTR_OUTCOME] = "signal"
         for decision in decisions:
-            await self.bus.signal.put(decision)
+            await self.bus.signal.put(decision if trace is None else Traced(decision, trace))
 
-    async def _on_signal(self, signal_: Signal) -> None:
+    async def _on_signal(self, item: Signal | Traced) -> None:
         assert self.risk is not None
         assert self.orders is not None
         assert self.audit is not None
+        trace: TickTrace | None = None
+        if type(item) is Traced:
+            trace, signal_ = item.trace, item.item
+        else:
+            signal_ = item
         started = time.perf_counter_ns()
         price = signal_.limit_price or self._last_price.get(signal_.symbol, 0.0)
         position = float(self.orders.positions.position(signal_.symbol).quantity)
         decision = self.risk.check(signal_, position=position, price=price, now_ns=time.time_ns())
-        self.recorder.risk.record(time.perf_counter_ns() - started)
+        checked = time.perf_counter_ns()
+        self.recorder.risk.record(checked - started)
+        if trace is not None:
+            trace.stage("risk", started, checked)
         payload = {
             "strategy": signal_.strategy,
             "symbol": signal_.symbol,
@@ -349,41 +385,86 @@ class Service:
             "quantity": signal_.quantity,
             "reason": signal_.reason,
         }
+        trace_id = trace.trace_id_hex if trace is not None else ""
         if not decision.accepted:
             self._risk_rejects[decision.reason] += 1
             self.audit.record(
-                "risk.rejected", {**payload, "risk": decision.reason}, ts_event=signal_.ts_event
+                "risk.rejected",
+                {**payload, "risk": decision.reason},
+                ts_event=signal_.ts_event,
+                trace_id=trace_id,
             )
+            if trace is not None:
+                trace.attributes[names.ATTR_REASON] = decision.reason
+                self.tracer.finish(trace, end_perf=checked)
             return
         try:
             order = self.orders.build(signal_, last_price=price)
         except FilterViolation as error:
             self._filter_rejects[error.msg] += 1
             self.audit.record(
-                "order.filtered", {**payload, "error": error.msg}, ts_event=signal_.ts_event
+                "order.filtered",
+                {**payload, "error": error.msg},
+                ts_event=signal_.ts_event,
+                trace_id=trace_id,
             )
+            if trace is not None:
+                trace.error = error.msg
+                self.tracer.finish(trace)
             return
         self.audit.record(
             "intent",
             {**payload, "client_order_id": order.client_order_id},
             ts_event=signal_.ts_event,
             critical=True,
+            trace_id=trace_id,
         )
         assert self.bus is not None
-        await self.bus.order.put(msgspec.structs.replace(order, ts_init=signal_.ts_init))
+        order = msgspec.structs.replace(order, ts_init=signal_.ts_init)
+        await self.bus.order.put(order if trace is None else Traced(order, trace))
 
-    async def _on_order(self, order: NewOrder) -> None:
+    async def _on_order(self, item: NewOrder | Traced) -> None:
         assert self.orders is not None
+        trace: TickTrace | None = None
+        if type(item) is Traced:
+            trace, order = item.trace, item.item
+        else:
+            order = item
+        token = CURRENT_TRACE.set(trace)
         started = time.perf_counter_ns()
         try:
             tracked = await self.orders.submit(order)
         except ExchangeError as error:
+            failed = time.perf_counter_ns()
             log.warning("order %s not placed: %s", order.client_order_id, error)
+            self.recorder.submit.record(failed - started)
+            if trace is not None:
+                trace.stage("submit", started, failed)
+                trace.error = f"{type(error).__name__}: {error.msg}"
+                self.tracer.finish(trace, end_perf=failed)
+            else:
+                self.tracer.record_error(
+                    wall_anchor=time.time_ns() - (failed - started),
+                    perf_anchor=started,
+                    stages=[("submit", started, failed)],
+                    attributes={names.ATTR_CLIENT_ORDER_ID: order.client_order_id},
+                    error=f"{type(error).__name__}: {error.msg}",
+                )
             return
         finally:
-            self.recorder.submit.record(time.perf_counter_ns() - started)
+            CURRENT_TRACE.reset(token)
+        acked = time.perf_counter_ns()
+        self.recorder.submit.record(acked - started)
         self.recorder.tick_order.record(time.time_ns() - order.ts_init)
         self._note_fills(tracked)
+        if trace is not None:
+            done = time.perf_counter_ns()
+            trace.stage("submit", started, acked)
+            trace.stage("ack", acked, done)
+            trace.attributes[names.ATTR_OUTCOME] = "order"
+            trace.attributes[names.ATTR_CLIENT_ORDER_ID] = order.client_order_id
+            trace.attributes[names.ATTR_STATUS] = str(tracked.state)
+            self.tracer.finish(trace, end_perf=done)
 
     def _on_order_update(self, update: OrderUpdate) -> None:
         assert self.orders is not None

@@ -188,11 +188,13 @@ def _run_service(args: argparse.Namespace) -> int:
     from svc.app import Service  # noqa: PLC0415  (keep `svc --help` fast)
     from svc.config import build_config  # noqa: PLC0415
     from svc.logs import setup_logging  # noqa: PLC0415
+    from svc.tracing import TraceContextFilter  # noqa: PLC0415
 
     config = build_config(file=args.config, overrides=_run_overrides(args))
     logging.getLogger().handlers.clear()
     log_file = Path(config.log_file) if config.log_file else None
     handle = setup_logging(level=config.log_level, file=log_file)
+    handle.queue_handler.addFilter(TraceContextFilter())
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             result = runner.run(Service(config).run())

@@ -71,6 +71,20 @@ class AuditSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     fsync: Literal["always", "critical", "batch", "never"] = "critical"
 
 
+class TelemetrySection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """svc's own telemetry settings; OpenTelemetry's are the standard ``OTEL_*`` variables."""
+
+    slow_tick_ms: float = 5.0
+    """An unsampled tick slower than this (receive to decision) is traced anyway; 0: never."""
+    health_host: str = "127.0.0.1"
+    """Where /livez, /readyz and /metrics listen (0.0.0.0 inside Kubernetes)."""
+    health_port: int = 8080
+    """0 picks a free port; -1 disables the health server."""
+    gc_freeze: bool = True
+    """Move start-up objects out of the collected generations (``gc.freeze()``) after warm-up."""
+    loop_lag_interval: float = 0.05
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     exchange: Exchange = "sim"
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
@@ -87,6 +101,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     feed: FeedSection = FeedSection()
     risk: RiskSection = RiskSection()
     audit: AuditSection = AuditSection()
+    telemetry: TelemetrySection = TelemetrySection()
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -94,6 +109,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "feed": FeedSection,
     "risk": RiskSection,
     "audit": AuditSection,
+    "telemetry": TelemetrySection,
 }
 
 
@@ -250,6 +266,10 @@ def validate(config: Config) -> None:
     _non_negative("risk.max_signal_age_seconds", config.risk.max_signal_age_seconds)
     if config.risk.max_orders_per_minute < 1:
         raise ConfigError("risk.max_orders_per_minute", "expected an integer >= 1")
+    _non_negative("telemetry.slow_tick_ms", config.telemetry.slow_tick_ms)
+    if not -1 <= config.telemetry.health_port <= 65535:
+        raise ConfigError("telemetry.health_port", "expected a port 0-65535, or -1 to disable")
+    _positive("telemetry.loop_lag_interval", config.telemetry.loop_lag_interval)
     if not config.audit.path:
         raise ConfigError("audit.path", "expected a file path for the audit journal")
     for index, spec in enumerate(config.strategies):

@@ -34,7 +34,9 @@ from svc.binance import FrameDecoder
 from svc.clock import SYSTEM_CLOCK, Clock
 from svc.errors import DecodeError, ExchangeError, ExchangeUnavailable
 from svc.exchange import ExchangeClient
+from svc.latency import StageRecorder
 from svc.model import Candle, Event, OrderUpdate, Quote, Trade, UnknownEvent
+from svc.tracing import TickTracer, Traced
 
 log = logging.getLogger(__name__)
 
@@ -236,10 +238,11 @@ class MarketFeed:
         streams: list[str],
         open_socket: Callable[[list[str]], AbstractAsyncContextManager[Socket]],
         exchange: ExchangeClient,
-        publish: Callable[[Event], None],
+        publish: Callable[[Event | Traced], None],
         settings: FeedSettings = FeedSettings(),
         clock: Clock = SYSTEM_CLOCK,
-        on_parse: Callable[[int, int], None] | None = None,
+        recorder: StageRecorder | None = None,
+        tracer: TickTracer | None = None,
     ) -> None:
         self.streams = streams
         self.statistics = FeedStatistics()
@@ -249,7 +252,8 @@ class MarketFeed:
         self._settings = settings
         self._clock = clock
         self._decoder = FrameDecoder()
-        self._on_parse = on_parse
+        self._recorder = recorder
+        self._tracer = tracer
         self._last_closed: dict[tuple[str, str], int] = {}
         self._kline_streams = [
             (s.partition("@")[0].upper(), s.partition("@kline_")[2])
@@ -300,8 +304,10 @@ class MarketFeed:
         except DecodeError as error:
             self.statistics.malformed[f"{error.field}: {error.reason}"] += 1
             return
-        if self._on_parse is not None:
-            self._on_parse(time.perf_counter_ns() - started, ts_init)
+        parsed = time.perf_counter_ns()
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.parse.record(parsed - started)
         self.statistics.last_message_ns = ts_init
         if isinstance(event, UnknownEvent):
             self.statistics.unknown[event.event_type] += 1
@@ -316,7 +322,20 @@ class MarketFeed:
                 return
         else:
             self.statistics.messages[(type(event), getattr(event, "symbol", ""), "")] += 1
-        self._publish(event)
+        if recorder is not None:
+            recorder.feed_lag.record(ts_init - event.ts_event)
+        tracer = self._tracer
+        trace = tracer.start(ts_init, started) if tracer is not None else None
+        if trace is None:
+            self._publish(event)
+        else:
+            trace.stage("parse", started, parsed)
+            trace.attributes["symbol"] = getattr(event, "symbol", "")
+            trace.attributes["stream"] = type(event).__name__
+            self._publish(Traced(event, trace))
+            trace.stage("publish", parsed, time.perf_counter_ns())
+        if recorder is not None:
+            recorder.publish.record(time.perf_counter_ns() - parsed)
 
     async def _check_gap(self, candle: Candle) -> bool:
         """Backfill closed klines missed before ``candle``; False if it is a duplicate."""

@@ -269,6 +269,7 @@ class StageRecorder:
     __slots__ = (
         "ack",
         "audit",
+        "feed_lag",
         "fill",
         "parse",
         "publish",
@@ -298,6 +299,8 @@ class StageRecorder:
         self.tick_no_signal = LatencyHistogram()
         self.tick_signal = LatencyHistogram()
         self.tick_order = LatencyHistogram()
+        self.feed_lag = LatencyHistogram()
+        """``ts_init - ts_event`` of every market event (``svc.feed.lag``); not a stage."""
         self.stages: Mapping[str, LatencyHistogram] = MappingProxyType(
             {stage: getattr(self, stage) for stage in STAGES}
         )
