@@ -1,0 +1,152 @@
+"""Tick tracing: the sampling decision, the records it keeps, and the trace of a real tick."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from svc.app import Service
+from svc.config import build_config
+from svc.tracing import (
+    CURRENT_TRACE,
+    TickTracer,
+    TraceContextFilter,
+    ratio_from_environment,
+)
+
+
+def test_unsampled_ticks_create_nothing_and_sampled_ones_get_ids() -> None:
+    never = TickTracer(ratio=0.0)
+    assert all(never.start(1, 1) is None for _ in range(1000))
+    assert never.statistics() == {"sampled": 0, "forced": 0, "dropped": 0, "pending": 0}
+    always = TickTracer(ratio=1.0)
+    traces = [always.start(1_000, 10) for _ in range(100)]
+    assert all(t is not None for t in traces)
+    assert len({t.trace_id for t in traces if t is not None}) == 100
+    assert all(len(t.trace_id_hex) == 32 and len(t.span_id_hex) == 16 for t in traces if t)
+
+
+def test_ratio_follows_a_seeded_draw() -> None:
+    draws = iter([0.5, 0.009, 0.011, 0.0])
+    tracer = TickTracer(ratio=0.01, rng=lambda: next(draws))
+    assert [tracer.start(0, 0) is not None for _ in range(4)] == [False, True, False, True]
+
+
+def test_stage_times_are_converted_to_wall_clock_and_the_queue_is_bounded() -> None:
+    tracer = TickTracer(ratio=1.0, capacity=2)
+    trace = tracer.start(1_700_000_000_000_000_000, 500)
+    assert trace is not None
+    trace.stage("parse", 500, 1_500)
+    assert trace.stages == [("parse", 1_700_000_000_000_000_000, 1_700_000_000_000_001_000)]
+    tracer.finish(trace, end_perf=2_500)
+    assert trace.end_ns == 1_700_000_000_000_002_000
+    for _ in range(3):
+        again = tracer.start(0, 0)
+        assert again is not None
+        tracer.finish(again)
+    assert tracer.statistics()["dropped"] == 2
+    assert len(tracer.drain()) == 2
+    assert tracer.drain() == []
+
+
+def test_slow_and_failed_ticks_are_recorded_after_the_fact() -> None:
+    tracer = TickTracer(ratio=0.0, slow_threshold_ns=1_000)
+    tracer.record_slow(
+        wall_anchor=10_000,
+        perf_anchor=100,
+        stages=[("strategy", 150, 250)],
+        attributes={"symbol": "BTCUSDT"},
+    )
+    tracer.record_error(
+        wall_anchor=20_000,
+        perf_anchor=0,
+        stages=[("submit", 0, 50)],
+        attributes={},
+        error="RateLimited: -1003",
+    )
+    slow, failed = tracer.drain()
+    assert (slow.reason, failed.reason) == ("slow", "error")
+    assert slow.stages == [("strategy", 10_050, 10_150)]
+    assert failed.error == "RateLimited: -1003"
+    assert tracer.statistics()["forced"] == 2
+
+
+@pytest.mark.parametrize(
+    ("environ", "ratio"),
+    [
+        ({}, 0.01),
+        ({"OTEL_TRACES_SAMPLER": "always_on"}, 1.0),
+        ({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, 0.0),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}, 0.25),
+        ({"OTEL_TRACES_SAMPLER_ARG": "7"}, 1.0),
+        ({"OTEL_TRACES_SAMPLER_ARG": "lots"}, 0.01),
+    ],
+)
+def test_ratio_from_the_standard_variables(environ: dict[str, str], ratio: float) -> None:
+    assert ratio_from_environment(environ) == ratio
+
+
+def test_log_records_carry_the_current_tick() -> None:
+    record = logging.LogRecord("svc", logging.INFO, __file__, 1, "hello", None, None)
+    trace = TickTracer(ratio=1.0).start(0, 0)
+    assert trace is not None
+    token = CURRENT_TRACE.set(trace)
+    try:
+        assert TraceContextFilter().filter(record)
+    finally:
+        CURRENT_TRACE.reset(token)
+    assert record.trace_id == trace.trace_id_hex
+    assert record.span_id == trace.span_id_hex
+
+
+@pytest.mark.integration
+async def test_a_sampled_tick_is_traced_through_every_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    audit = tmp_path / "audit.jsonl"
+    config = build_config(
+        environ={},
+        overrides={
+            "duration": "6",
+            "audit": {"path": str(audit)},
+            "telemetry": {"health_port": "-1"},
+        },
+    )
+    service = Service(config, status=io.StringIO())
+    result = await service.run()
+    assert result.exit_code == 0
+    traces = service.tracer.drain(limit=1_000_000)
+    assert len(traces) > 100
+    market = [t for t in traces if t.attributes.get("outcome") == "no_signal"]
+    assert [name for name, _, _ in market[0].stages] == [
+        "parse",
+        "publish",
+        "queue_wait",
+        "strategy",
+    ]
+    orders = [t for t in traces if t.attributes.get("outcome") == "order"]
+    assert orders, "at least one tick led to an order"
+    order = orders[0]
+    assert [name for name, _, _ in order.stages] == [
+        "parse",
+        "publish",
+        "queue_wait",
+        "strategy",
+        "risk",
+        "submit",
+        "ack",
+    ]
+    starts = [start for _, start, _ in order.stages]
+    assert starts == sorted(starts)
+    assert all(start <= end for _, start, end in order.stages)
+    intents = [
+        json.loads(line)
+        for line in audit.read_text().splitlines()
+        if json.loads(line)["kind"] == "intent"
+    ]
+    assert order.trace_id_hex in {record["trace_id"] for record in intents}
