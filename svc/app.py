@@ -38,10 +38,12 @@ from svc.bus import EventBus
 from svc.config import Config, Credentials, default_strategies, load_credentials
 from svc.errors import ConfigError, ExchangeError, ExchangeUnavailable, FilterViolation
 from svc.feed import FeedSettings, MarketFeed, UserDataFeed
+from svc.health import HealthServer
 from svc.latency import StageRecorder
 from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, Trade
 from svc.orders import OrderManager, TrackedOrder
 from svc.risk import RiskEngine, RiskLimits
+from svc.runtime import GcPauses, LoopLag, freeze_after_warmup
 from svc.strategy import Strategy, build_strategies
 from svc.tracing import CURRENT_TRACE, TickTrace, TickTracer, Traced, ratio_from_environment
 
@@ -76,6 +78,10 @@ class Service:
         self.config = config
         self._status_out = status
         self.recorder = StageRecorder()
+        self.gc_pauses = GcPauses()
+        self.loop_lag = LoopLag(interval=config.telemetry.loop_lag_interval)
+        self.health: HealthServer | None = None
+        self._reconciled = False
         self.tracer = TickTracer(
             ratio=ratio_from_environment(os.environ),
             slow_threshold_ns=int(config.telemetry.slow_tick_ms * 1_000_000),
@@ -93,6 +99,7 @@ class Service:
         self._shut_down = False
         self._started = 0.0
         self.sim: Any = None
+        self.telemetry: Any = None
         self.sim_closed_klines: list[int] = []
         """Open times (ms) of the first symbol's 1m klines the embedded simulator closed."""
         self.client: BinanceClient | None = None
@@ -133,6 +140,21 @@ class Service:
 
     async def _start(self) -> None:
         config = self.config
+        self.gc_pauses.install()
+        if config.telemetry.health_port >= 0:
+            self.health = HealthServer(
+                host=config.telemetry.health_host,
+                port=config.telemetry.health_port,
+                live=lambda: not self._stop.is_set(),
+                ready=self.readiness,
+                metrics=self._metrics_text,
+            )
+            await self.health.start()
+            log.info(
+                "health endpoints on http://%s:%d/{livez,readyz,metrics}",
+                config.telemetry.health_host,
+                self.health.port,
+            )
         credentials = await self._start_exchange()
         self.client = await self._connect(credentials)
         rules = await self.client.symbol_rules(list(config.symbols))
@@ -155,6 +177,7 @@ class Service:
         )
         report = await self.orders.reconcile(list(config.symbols))
         log.info("reconciled open orders: %s", report)
+        self._reconciled = True
         for strategy in build_strategies(default_strategies(config)):
             symbol = str(strategy.state().get("symbol", ""))
             self._strategies.setdefault(symbol, []).append(strategy)
@@ -261,6 +284,9 @@ class Service:
                     group.create_task(self.feed.run(), name="feed.market"),
                     group.create_task(self.user_feed.run(), name="feed.user"),
                     group.create_task(self._report_status(), name="status"),
+                    group.create_task(self.gc_pauses.run(), name="runtime.gc"),
+                    group.create_task(self.loop_lag.run(), name="runtime.loop_lag"),
+                    group.create_task(self._freeze_after_warmup(), name="runtime.freeze"),
                 ]
                 if self.config.duration > 0:
                     with contextlib.suppress(TimeoutError):
@@ -275,6 +301,28 @@ class Service:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signum)
+
+    async def _freeze_after_warmup(self) -> None:
+        assert self.feed is not None
+        await self.feed.warmed_up.wait()
+        if self.config.telemetry.gc_freeze:
+            frozen = freeze_after_warmup()
+            log.info("gc.freeze() after warm-up: %d objects moved out of the collector", frozen)
+
+    def readiness(self) -> tuple[bool, dict[str, bool]]:
+        """Ready: the feed is connected, open orders are reconciled, the order tier moves."""
+        checks = {
+            "feed_connected": self.feed is not None and self.feed.statistics.connected,
+            "reconciled": self._reconciled,
+            "order_tier_flowing": self.bus is None or self.bus.order.statistics().blocked == 0,
+        }
+        return all(checks.values()), checks
+
+    def _metrics_text(self) -> bytes:
+        if self.telemetry is None:
+            return b""
+        text: bytes = self.telemetry.prometheus_text()
+        return text
 
     def request_stop(self, reason: str = "stop requested") -> None:
         self._stop_reason = reason
@@ -300,6 +348,9 @@ class Service:
         if sim is not None:
             self.sim_closed_klines = list(sim.closed_klines.get((self.config.symbols[0], "1m"), ()))
             await self._bounded("stop the simulator", sim.stop(), 5.0)
+        self.gc_pauses.uninstall()
+        if self.health is not None:
+            await self._bounded("stop the health server", self.health.stop(), 3.0)
 
     @staticmethod
     async def _bounded(what: str, step: Awaitable[Any], seconds: float) -> None:
@@ -581,6 +632,12 @@ class Service:
             "pnl": round(self._pnl(), 8),
             "queues": tiers,
             "stages": self.recorder.summary(),
+            "runtime": {
+                "gc": self.gc_pauses.statistics(),
+                "loop_lag_max_us": round(self.loop_lag.max_ns / 1000, 1),
+                "loop_lag_p99_us": round(self.loop_lag.histogram.percentile(99) / 1000, 1),
+            },
+            "tracing": self.tracer.statistics(),
             "audit": {
                 "path": self.config.audit.path,
                 **(

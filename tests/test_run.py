@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ SVC = [sys.executable, "-m", "svc.cli"]
 
 
 async def svc(*args: str, within: float = 120) -> tuple[int, str, str]:
+    environ = {**os.environ, "SVC_TELEMETRY_HEALTH_PORT": "0"}
     process = await asyncio.create_subprocess_exec(
-        *SVC, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *SVC, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environ
     )
     out, err = await asyncio.wait_for(process.communicate(), within)
     assert process.returncode is not None

@@ -36,6 +36,7 @@ async def test_disconnects_mid_run_lose_no_closed_kline(tmp_path: Path) -> None:
             "intervals": "1m",
             "duration": "14",
             "audit": {"path": str(tmp_path / "audit.jsonl")},
+            "telemetry": {"health_port": "0"},
             "feed": {"warmup_klines": "5", "backoff_initial": "0.05", "backoff_max": "0.2"},
         },
     )
@@ -76,6 +77,7 @@ async def test_a_tenfold_burst_does_not_overflow_python_binance(tmp_path: Path) 
             "duration": "5",
             "sim": {"rate": "200"},
             "audit": {"path": str(tmp_path / "audit.jsonl")},
+            "telemetry": {"health_port": "0"},
         },
     )
     result = await Service(config, status=io.StringIO()).run()
