@@ -23,13 +23,14 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from svc import __version__, names
 from svc.audit import AuditJournal
@@ -42,6 +43,7 @@ from svc.health import HealthServer
 from svc.latency import StageRecorder
 from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, Trade
 from svc.orders import OrderManager, TrackedOrder
+from svc.otel import BridgedHistogram, recorder_sources, setup_telemetry
 from svc.risk import RiskEngine, RiskLimits
 from svc.runtime import GcPauses, LoopLag, freeze_after_warmup
 from svc.strategy import Strategy, build_strategies
@@ -74,9 +76,18 @@ def market_streams(config: Config) -> list[str]:
 class Service:
     """One run of the trading pipeline (see the module docstring)."""
 
-    def __init__(self, config: Config, *, status: TextIO = sys.stderr) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        status: TextIO = sys.stderr,
+        span_processor: Any = None,
+        log_dropped: Callable[[], int] | None = None,
+    ) -> None:
         self.config = config
         self._status_out = status
+        self._span_processor = span_processor
+        self._log_dropped = log_dropped
         self.recorder = StageRecorder()
         self.gc_pauses = GcPauses()
         self.loop_lag = LoopLag(interval=config.telemetry.loop_lag_interval)
@@ -140,6 +151,9 @@ class Service:
 
     async def _start(self) -> None:
         config = self.config
+        self.telemetry = setup_telemetry(service_version=__version__, sources=self._histograms)
+        self._register_observables()
+        self.telemetry.start_tick_spans(self.tracer, processor=self._span_processor)
         self.gc_pauses.install()
         if config.telemetry.health_port >= 0:
             self.health = HealthServer(
@@ -351,6 +365,157 @@ class Service:
         self.gc_pauses.uninstall()
         if self.health is not None:
             await self._bounded("stop the health server", self.health.stop(), 3.0)
+        if self.telemetry is not None and not await asyncio.to_thread(self.telemetry.shutdown, 5.0):
+            log.warning("telemetry did not flush within 5 s (is the collector down?)")
+
+    # ----------------------------------------------------------------- metrics
+
+    def _histograms(self) -> Iterator[BridgedHistogram]:
+        """svc's own histograms, read by the metric readers at collection time."""
+        yield from recorder_sources(self.recorder)()
+        yield names.FEED_LAG, "s", {}, self.recorder.feed_lag.snapshot()
+        yield names.LOOP_LAG, "s", {}, self.loop_lag.histogram.snapshot()
+        self.gc_pauses.drain()
+        for generation, histogram in self.gc_pauses.histograms.items():
+            yield (
+                names.GC_PAUSE,
+                "s",
+                {names.ATTR_GENERATION: str(generation)},
+                histogram.snapshot(),
+            )
+        if self.bus is not None:
+            for tier in (self.bus.data, self.bus.signal, self.bus.order):
+                yield (
+                    names.QUEUE_WAIT,
+                    "s",
+                    {names.ATTR_TIER: tier.name},
+                    tier.queue_wait.snapshot(),
+                )
+
+    def _register_observables(self) -> None:
+        """Counters and gauges observed at collection time from the components' statistics."""
+        assert self.telemetry is not None
+        meter = self.telemetry.meter_provider.get_meter(names.METER_NAME, __version__)
+
+        def observe(
+            name: str,
+            kind: str,
+            unit: str,
+            read: Callable[[], Iterable[tuple[float, dict[str, str]]]],
+        ) -> None:
+            def callback(_options: CallbackOptions) -> Iterable[Observation]:
+                try:
+                    return [Observation(value, attributes) for value, attributes in read()]
+                except Exception:  # a metric must never break collection
+                    log.exception("metric %s could not be read", name)
+                    return []
+
+            create = (
+                meter.create_observable_gauge
+                if kind == "gauge"
+                else meter.create_observable_counter
+            )
+            create(name, callbacks=[callback], unit=unit)
+
+        def tiers() -> list[Any]:
+            return (
+                [t.statistics() for t in (self.bus.data, self.bus.signal, self.bus.order)]
+                if self.bus
+                else []
+            )
+
+        observe(
+            names.QUEUE_DEPTH,
+            "gauge",
+            "{item}",
+            lambda: [(t.depth, {names.ATTR_TIER: t.name}) for t in tiers()],
+        )
+        observe(
+            names.QUEUE_DROPPED,
+            "counter",
+            "{item}",
+            lambda: [(t.dropped, {names.ATTR_TIER: t.name}) for t in tiers()],
+        )
+        observe(
+            names.QUEUE_BLOCKED,
+            "gauge",
+            "{producer}",
+            lambda: [(t.blocked, {names.ATTR_TIER: t.name}) for t in tiers()],
+        )
+
+        def feed_counts(field: str) -> list[tuple[float, dict[str, str]]]:
+            if self.feed is None:
+                return []
+            counts = getattr(self.feed.statistics, field)
+            return [(count, {names.ATTR_REASON: str(reason)}) for reason, count in counts.items()]
+
+        def messages() -> list[tuple[float, dict[str, str]]]:
+            if self.feed is None:
+                return []
+            return [
+                (
+                    count,
+                    {
+                        names.ATTR_TYPE: kind.__name__,
+                        names.ATTR_STREAM: f"{symbol}@{interval}" if interval else symbol,
+                    },
+                )
+                for (kind, symbol, interval), count in self.feed.statistics.messages.items()
+            ]
+
+        observe(names.FEED_MESSAGES, "counter", "{message}", messages)
+        observe(names.FEED_MALFORMED, "counter", "{message}", lambda: feed_counts("malformed"))
+        observe(names.FEED_RECONNECTS, "counter", "{reconnect}", lambda: feed_counts("reconnects"))
+        observe(
+            names.FEED_GAPS,
+            "counter",
+            "{gap}",
+            lambda: [(self.feed.statistics.gaps, {})] if self.feed else [],
+        )
+        observe(
+            names.ORDERS,
+            "counter",
+            "{order}",
+            lambda: [
+                (count, {names.ATTR_STATUS: str(state)})
+                for state, count in (
+                    self.orders.statistics().orders_by_state.items() if self.orders else ()
+                )
+            ],
+        )
+        observe(
+            names.RATE_LIMIT_USED,
+            "gauge",
+            "{weight}",
+            lambda: [(self.client.used_weight, {names.ATTR_WINDOW: "1m"})] if self.client else [],
+        )
+        observe(
+            names.AUDIT_BACKLOG,
+            "gauge",
+            "{record}",
+            lambda: [(self.audit.statistics().backlog, {})] if self.audit else [],
+        )
+        observe(
+            names.AUDIT_DROPPED,
+            "counter",
+            "{record}",
+            lambda: [(self.audit.statistics().dropped, {})] if self.audit else [],
+        )
+        observe(
+            names.LOG_DROPPED,
+            "counter",
+            "{record}",
+            lambda: [(self._log_dropped(), {})] if self._log_dropped else [],
+        )
+        observe(
+            names.POSITIONS_OPEN,
+            "gauge",
+            "{unit}",
+            lambda: [
+                (float(p["quantity"]), {names.ATTR_SYMBOL: symbol})
+                for symbol, p in (self.orders.positions.snapshot().items() if self.orders else ())
+            ],
+        )
 
     @staticmethod
     async def _bounded(what: str, step: Awaitable[Any], seconds: float) -> None:
@@ -638,6 +803,13 @@ class Service:
                 "loop_lag_p99_us": round(self.loop_lag.histogram.percentile(99) / 1000, 1),
             },
             "tracing": self.tracer.statistics(),
+            "telemetry": {
+                "exporting": bool(self.telemetry is not None and self.telemetry.exporting),
+                "dropped_spans": self.telemetry.dropped_spans()
+                if self.telemetry is not None
+                else 0,
+                "bridge_failures": self.telemetry.bridge_failures() if self.telemetry else 0,
+            },
             "audit": {
                 "path": self.config.audit.path,
                 **(

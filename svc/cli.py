@@ -197,7 +197,7 @@ def _run_service(args: argparse.Namespace) -> int:
     handle.queue_handler.addFilter(TraceContextFilter())
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            result = runner.run(Service(config).run())
+            result = runner.run(Service(config, log_dropped=lambda: handle.dropped).run())
     finally:
         handle.stop()
     return result.exit_code

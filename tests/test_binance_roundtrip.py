@@ -44,7 +44,7 @@ def decimal_strings(draw: st.DrawFn, *, signed: bool = False) -> str:
     places = draw(st.sampled_from([8, 8, 5, 3, 2, 1, 0]))
     units = draw(st.integers(0, 10**15))
     text = f"{units // 10**places}.{units % 10**places:0{places}d}" if places else str(units)
-    if signed and draw(st.booleans()):
+    if signed and units and draw(st.booleans()):  # Binance never writes "-0"
         text = "-" + text
     return text
 

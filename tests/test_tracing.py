@@ -8,6 +8,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from svc.app import Service
 from svc.config import build_config
@@ -108,6 +111,7 @@ async def test_a_sampled_tick_is_traced_through_every_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    exporter = InMemorySpanExporter()
     audit = tmp_path / "audit.jsonl"
     config = build_config(
         environ={},
@@ -117,22 +121,35 @@ async def test_a_sampled_tick_is_traced_through_every_stage(
             "telemetry": {"health_port": "-1"},
         },
     )
-    service = Service(config, status=io.StringIO())
+    service = Service(config, status=io.StringIO(), span_processor=SimpleSpanProcessor(exporter))
     result = await service.run()
     assert result.exit_code == 0
-    traces = service.tracer.drain(limit=1_000_000)
-    assert len(traces) > 100
-    market = [t for t in traces if t.attributes.get("outcome") == "no_signal"]
-    assert [name for name, _, _ in market[0].stages] == [
-        "parse",
-        "publish",
-        "queue_wait",
-        "strategy",
-    ]
-    orders = [t for t in traces if t.attributes.get("outcome") == "order"]
-    assert orders, "at least one tick led to an order"
-    order = orders[0]
-    assert [name for name, _, _ in order.stages] == [
+    spans = exporter.get_finished_spans()
+    by_trace: dict[int, list[ReadableSpan]] = {}
+    for span in spans:
+        assert span.context is not None
+        by_trace.setdefault(span.context.trace_id, []).append(span)
+    roots = [s for s in spans if s.name == "tick"]
+    assert len(roots) > 100
+    assert all(s.parent is None for s in roots)
+
+    def tree(root: ReadableSpan) -> list[str]:
+        assert root.context is not None
+        children = [s for s in by_trace[root.context.trace_id] if s.parent is not None]
+        assert all(
+            c.parent is not None and c.parent.span_id == root.context.span_id for c in children
+        )
+        assert all(
+            root.start_time <= c.start_time <= c.end_time <= root.end_time  # type: ignore[operator]
+            for c in children
+        )
+        return [c.name for c in sorted(children, key=lambda c: c.start_time or 0)]
+
+    quiet = next(r for r in roots if (r.attributes or {}).get("outcome") == "no_signal")
+    assert tree(quiet) == ["parse", "publish", "queue_wait", "strategy"]
+    ordered = [r for r in roots if (r.attributes or {}).get("outcome") == "order"]
+    assert ordered, "at least one tick led to an order"
+    assert tree(ordered[0]) == [
         "parse",
         "publish",
         "queue_wait",
@@ -141,12 +158,14 @@ async def test_a_sampled_tick_is_traced_through_every_stage(
         "submit",
         "ack",
     ]
-    starts = [start for _, start, _ in order.stages]
-    assert starts == sorted(starts)
-    assert all(start <= end for _, start, end in order.stages)
+    attributes = ordered[0].attributes or {}
+    assert attributes["svc.sampled_because"] == "ratio"
+    assert str(attributes["svc.client_order_id"]).startswith("svc")
+    assert ordered[0].context is not None
+    trace_hex = f"{ordered[0].context.trace_id:032x}"
     intents = [
         json.loads(line)
         for line in audit.read_text().splitlines()
         if json.loads(line)["kind"] == "intent"
     ]
-    assert order.trace_id_hex in {record["trace_id"] for record in intents}
+    assert trace_hex in {record["trace_id"] for record in intents}
