@@ -40,7 +40,7 @@ from svc.config import Config, Credentials, default_strategies, load_credentials
 from svc.errors import ConfigError, ExchangeError, ExchangeUnavailable, FilterViolation
 from svc.feed import FeedSettings, MarketFeed, UserDataFeed
 from svc.health import HealthServer
-from svc.latency import StageRecorder
+from svc.latency import LatencyHistogram, StageRecorder
 from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, Trade
 from svc.orders import OrderManager, TrackedOrder
 from svc.otel import BridgedHistogram, recorder_sources, setup_telemetry
@@ -89,6 +89,8 @@ class Service:
         self._span_processor = span_processor
         self._log_dropped = log_dropped
         self.recorder = StageRecorder()
+        self._roundtrips: dict[tuple[str, str], LatencyHistogram] = {}
+        """``svc.order.roundtrip`` by (order type, outcome): submit to the exchange's answer."""
         self.gc_pauses = GcPauses()
         self.loop_lag = LoopLag(interval=config.telemetry.loop_lag_interval)
         self.health: HealthServer | None = None
@@ -654,6 +656,7 @@ class Service:
             failed = time.perf_counter_ns()
             log.warning("order %s not placed: %s", order.client_order_id, error)
             self.recorder.submit.record(failed - started)
+            self._roundtrip(order.order_type, "error").record(failed - started)
             if trace is not None:
                 trace.stage("submit", started, failed)
                 trace.error = f"{type(error).__name__}: {error.msg}"
@@ -671,6 +674,7 @@ class Service:
             CURRENT_TRACE.reset(token)
         acked = time.perf_counter_ns()
         self.recorder.submit.record(acked - started)
+        self._roundtrip(order.order_type, str(tracked.state).lower()).record(acked - started)
         self.recorder.tick_order.record(time.time_ns() - order.ts_init)
         self._note_fills(tracked)
         if trace is not None:
@@ -690,6 +694,12 @@ class Service:
         tracked = self.orders.get(update.client_order_id)
         if tracked is not None:
             self._note_fills(tracked)
+
+    def _roundtrip(self, order_type: str, outcome: str) -> LatencyHistogram:
+        histogram = self._roundtrips.get((order_type, outcome))
+        if histogram is None:
+            histogram = self._roundtrips[(order_type, outcome)] = LatencyHistogram()
+        return histogram
 
     def _note_fills(self, tracked: TrackedOrder) -> None:
         """Tell the order's strategy about quantity it now holds and has not heard of yet.

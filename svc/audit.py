@@ -54,6 +54,7 @@ import msgspec
 
 from svc.clock import SYSTEM_CLOCK, Clock
 from svc.errors import ConfigError
+from svc.latency import LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,8 @@ class AuditJournal:
         self._last_duration = 0
         self._max_duration = 0
         self._durations: collections.deque[int] = collections.deque(maxlen=_DURATION_RING)
+        self.write_duration = LatencyHistogram()
+        """Every write's duration (``svc.audit.write.duration``), recorded by the writer."""
         self._fsyncs = 0
         self._last_fsync_duration = 0
         self._max_fsync_duration = 0
@@ -522,6 +525,7 @@ class AuditJournal:
             self._last_duration = duration
             self._max_duration = max(self._max_duration, duration)
             self._durations.append(duration)
+            self.write_duration.record(duration)
 
     def _rollback(self) -> None:
         """Cut a partly written chunk so the chain on disk ends at the last good record."""

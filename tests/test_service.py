@@ -88,3 +88,28 @@ async def test_a_tenfold_burst_does_not_overflow_python_binance(tmp_path: Path) 
     assert feed["reconnects"].get("queue_overflow", 0) == 0
     assert feed["malformed"] == {}
     assert result.summary["queues"]["order"]["dropped"] == 0
+
+
+async def test_every_stage_of_every_message_is_counted(tmp_path: Path) -> None:
+    config = build_config(
+        environ={},
+        overrides={
+            "duration": "4",
+            "audit": {"path": str(tmp_path / "audit.jsonl")},
+            "telemetry": {"health_port": "-1"},
+        },
+    )
+    service = Service(config, status=io.StringIO())
+    result = await service.run()
+    assert result.exit_code == 0
+    feed = service.feed
+    assert feed is not None
+    decoded = sum(feed.statistics.messages.values()) + sum(feed.statistics.unknown.values())
+    assert service.recorder.parse.count == decoded > 100
+    assert service.recorder.publish.count == decoded - feed.statistics.duplicates
+    # warm-up klines reach the strategies without passing parse/publish
+    handled = service.recorder.tick_no_signal.count + service.recorder.tick_signal.count
+    assert handled == service.recorder.strategy.count
+    assert handled == service.recorder.publish.count + feed.statistics.backfilled
+    stages = result.summary["stages"]
+    assert stages["parse"]["count"] == decoded
