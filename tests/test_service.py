@@ -11,6 +11,7 @@ import pytest
 from svc.app import Service
 from svc.config import build_config
 from svc.model import Candle, Event
+from svc.tracing import Traced
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +23,11 @@ class RecordingService(Service):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.closed: dict[tuple[str, str], list[int]] = {}
 
-    async def _on_market(self, event: Event) -> None:
+    async def _on_market(self, item: Event | Traced) -> None:
+        event = item.item if isinstance(item, Traced) else item  # sampled ticks come wrapped
         if isinstance(event, Candle) and event.closed:
             self.closed.setdefault((event.symbol, event.interval), []).append(event.open_time)
-        await super()._on_market(event)
+        await super()._on_market(item)
 
 
 async def test_disconnects_mid_run_lose_no_closed_kline(tmp_path: Path) -> None:
