@@ -40,8 +40,9 @@ import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
+from svc.audit import AuditSink
 from svc.clock import SYSTEM_CLOCK, Clock
 from svc.errors import (
     AuthenticationFailed,
@@ -80,20 +81,6 @@ NOTIONAL = "Filter failure: NOTIONAL"
 
 CLIENT_ORDER_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 """Binance's rule for ``newClientOrderId``."""
-
-
-class AuditSink(Protocol):
-    """The part of ``svc.audit.AuditSink`` this module uses (``record`` never raises)."""
-
-    def record(
-        self,
-        kind: str,
-        payload: Mapping[str, Any],
-        *,
-        critical: bool = False,
-        ts_event: int = 0,
-        trace_id: str = "",
-    ) -> None: ...
 
 
 # ------------------------------------------------------------------------- building orders
