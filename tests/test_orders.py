@@ -10,13 +10,14 @@ import asyncio
 import itertools
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from svc.audit import MemoryAuditSink
 from svc.clock import FakeClock
 from svc.errors import (
     ConfigError,
@@ -51,33 +52,7 @@ D = Decimal
 S = OrderState
 
 
-class Record(NamedTuple):
-    kind: str
-    payload: Mapping[str, Any]
-    critical: bool
-    ts_event: int
-    trace_id: str
-
-
-class RecordingAudit:
-    """The smallest ``AuditSink``: keeps every call."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def record(
-        self,
-        kind: str,
-        payload: Mapping[str, Any],
-        *,
-        critical: bool = False,
-        ts_event: int = 0,
-        trace_id: str = "",
-    ) -> None:
-        self.records.append(Record(kind, dict(payload), critical, ts_event, trace_id))
-
-    def kinds(self) -> list[str]:
-        return [r.kind for r in self.records]
+RecordingAudit = MemoryAuditSink  # the in-memory sink svc.audit ships beside the journal
 
 
 def btc() -> SymbolRules:
