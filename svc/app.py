@@ -551,7 +551,13 @@ class Service:
                 self.tracer.finish(trace)
             return
         started = time.perf_counter_ns()
-        decisions = [d for d in (s.on_event(event) for s in strategies) if d is not None]
+        decisions: list[Signal] | None = None  # no allocation for the usual no-signal tick
+        for strategy in strategies:
+            decision = strategy.on_event(event)
+            if decision is not None:
+                if decisions is None:
+                    decisions = []
+                decisions.append(decision)
         decided = time.perf_counter_ns()
         recorder.strategy.record(decided - started)
         tick_ns = time.time_ns() - event.ts_init
