@@ -119,6 +119,17 @@ async def test_a_sampled_tick_is_traced_through_every_stage(
             "duration": "6",
             "audit": {"path": str(audit)},
             "telemetry": {"health_port": "-1"},
+            # an eager trade-flow strategy, so that some sampled tick surely leads to an order
+            "strategies": [
+                {
+                    "kind": "trade_flow",
+                    "symbol": "BTCUSDT",
+                    "window": 10,
+                    "threshold": 0.1,
+                    "quantity": 0.001,
+                    "cooldown_ns": 500_000_000,
+                },
+            ],
         },
     )
     service = Service(config, status=io.StringIO(), span_processor=SimpleSpanProcessor(exporter))
