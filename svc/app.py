@@ -42,10 +42,13 @@ from svc.feed import FeedSettings, MarketFeed, UserDataFeed
 from svc.health import HealthServer
 from svc.latency import LatencyHistogram, StageRecorder
 from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, Trade
-from svc.orders import OrderManager, TrackedOrder
+from svc.orders import OrderManager, OrderState, TrackedOrder
 from svc.otel import BridgedHistogram, recorder_sources, setup_telemetry
+from svc.recovery import read_journal, reconcile
 from svc.risk import RiskEngine, RiskLimits
 from svc.runtime import GcPauses, LoopLag, freeze_after_warmup
+from svc.sharding import shard_of, shard_symbols
+from svc.shutdown import ShutdownPath, StepFailed
 from svc.strategy import Strategy, build_strategies
 from svc.tracing import CURRENT_TRACE, TickTrace, TickTracer, Traced, ratio_from_environment
 
@@ -54,7 +57,20 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
+EXIT_SHUTDOWN_INCOMPLETE = 4
 EXIT_INTERNAL = 70
+
+_SHUTDOWN_CAPS = {
+    "stop_new_orders": 5.0,
+    "cancel_open_orders": 10.0,
+    "flatten_positions": 10.0,
+    "drain_order_tier": 3.0,
+    "flush_audit": 5.0,
+    "close_exchange": 3.0,
+    "stop_health": 2.0,
+    "flush_telemetry": 5.0,
+}
+"""Each shutdown step's own cap (seconds); the whole path is bounded by the budget."""
 
 
 @dataclass(slots=True)
@@ -84,6 +100,17 @@ class Service:
         span_processor: Any = None,
         log_dropped: Callable[[], int] | None = None,
     ) -> None:
+        self.shard = shard_of(
+            shard_index=config.shard_index, shard_count=config.shard_count, environ=os.environ
+        )
+        if config.shard_count > 1:
+            config = msgspec.structs.replace(
+                config,
+                symbols=shard_symbols(
+                    config.symbols, shard_index=self.shard, shard_count=config.shard_count
+                ),
+                shard_index=self.shard,
+            )
         self.config = config
         self._status_out = status
         self._span_processor = span_processor
@@ -95,6 +122,15 @@ class Service:
         self.loop_lag = LoopLag(interval=config.telemetry.loop_lag_interval)
         self.health: HealthServer | None = None
         self._reconciled = False
+        self.reconcile_failures = 0
+        self._accepting = True
+        """False from the first shutdown step: signals and queued orders are not sent."""
+        self._discarded_orders = 0
+        self._shutdown_path: ShutdownPath | None = None
+        self._shutdown_durations = {
+            outcome: LatencyHistogram() for outcome in ("complete", "incomplete")
+        }
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
         self.tracer = TickTracer(
             ratio=ratio_from_environment(os.environ),
             slow_threshold_ns=int(config.telemetry.slow_tick_ms * 1_000_000),
@@ -127,11 +163,17 @@ class Service:
 
     async def run(self) -> RunResult:
         self._started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        fatal = False
         try:
             await self._start()
             await self._serve()
             code, reason = EXIT_OK, self._stop_reason
         except ConfigError:
+            await self._shutdown(fatal=False)
             raise
         except ExchangeUnavailable as error:
             log.error("exchange unreachable: %s", error)
@@ -142,8 +184,17 @@ class Service:
         except Exception as error:
             log.exception("fatal internal error")
             code, reason = EXIT_INTERNAL, f"fatal error: {type(error).__name__}: {error}"
+            fatal = True
+        try:
+            await self._shutdown(fatal=fatal)
         finally:
-            await self._shutdown()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+        path = self._shutdown_path
+        if path is not None and not path.complete and code == EXIT_OK:
+            code = EXIT_SHUTDOWN_INCOMPLETE
+            reason = f"{reason}; shutdown incomplete"
         summary = self.summary(reason)
         self._print_summary(summary)
         if self.config.summary_json:
@@ -175,6 +226,7 @@ class Service:
         self.client = await self._connect(credentials)
         rules = await self.client.symbol_rules(list(config.symbols))
         self._base_asset = {symbol: r.base_asset for symbol, r in rules.items()}
+        journal = await asyncio.to_thread(read_journal, Path(config.audit.path))
         self.audit = AuditJournal(path=Path(config.audit.path), fsync=config.audit.fsync)
         self.audit.start()
         self.audit.record(
@@ -184,16 +236,60 @@ class Service:
                 "exchange": config.exchange,
                 "symbols": list(config.symbols),
                 "intervals": list(config.intervals),
+                "shard": f"{self.shard}/{config.shard_count}",
             },
             critical=True,
         )
         run_id = _base36(time.time_ns() // 1_000_000)
         self.orders = OrderManager(
-            exchange=self.client, audit=self.audit, rules=rules, id_prefix=f"svc{run_id}"
+            exchange=self.client,
+            audit=self.audit,
+            rules=rules,
+            id_prefix=f"svc{run_id}",
+            id_family="svc",
         )
-        report = await self.orders.reconcile(list(config.symbols))
-        log.info("reconciled open orders: %s", report)
-        self._reconciled = True
+        while not self._stop.is_set():
+            try:
+                report = await reconcile(
+                    orders=self.orders,
+                    exchange=self.client,
+                    audit=self.audit,
+                    journal=journal,
+                    symbols=list(config.symbols),
+                    unknown_orders=config.reconcile.unknown_orders,
+                )
+            except ExchangeError as error:
+                self.reconcile_failures += 1
+                log.error(
+                    "reconciliation failed (attempt %d); not trading, retrying in %.0f s: %s",
+                    self.reconcile_failures,
+                    config.reconcile.retry_seconds,
+                    error,
+                )
+                # A retry starts from the journal again: drop what the failed attempt tracked.
+                self.orders = OrderManager(
+                    exchange=self.client,
+                    audit=self.audit,
+                    rules=rules,
+                    id_prefix=f"svc{run_id}",
+                    id_family="svc",
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), config.reconcile.retry_seconds)
+                continue
+            log.info(
+                "reconciled with the journal (%d records) and the exchange: recovered %d, "
+                "not placed %d, open on the exchange %d, adopted %d, canceled %d, positions %s",
+                report.journal_records,
+                len(report.recovered),
+                len(report.not_placed),
+                report.open_on_exchange,
+                len(report.adopted),
+                len(report.canceled),
+                report.positions,
+            )
+            self._reconciled = True
+            break
         for strategy in build_strategies(default_strategies(config)):
             symbol = str(strategy.state().get("symbol", ""))
             self._strategies.setdefault(symbol, []).append(strategy)
@@ -240,6 +336,16 @@ class Service:
         config = self.config
         if config.exchange != "sim":
             return load_credentials(config)
+        if config.sim.url:
+            log.info("external simulator at %s", config.sim.url)
+            if "BINANCE_API_KEY" in os.environ or "BINANCE_API_KEY_FILE" in os.environ:
+                return load_credentials(config)
+            from svc.sim.server import (  # noqa: PLC0415
+                DEFAULT_API_KEY,
+                DEFAULT_API_SECRET,
+            )
+
+            return Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)
         from svc.sim.server import (  # noqa: PLC0415  (the simulator is only needed here)
             DEFAULT_API_KEY,
             DEFAULT_API_SECRET,
@@ -273,7 +379,7 @@ class Service:
                     venue=venue,
                     api_key=credentials.api_key,
                     api_secret=credentials.api_secret,
-                    sim_url=self.sim.http_url if self.sim is not None else "",
+                    sim_url=self.sim.http_url if self.sim is not None else self.config.sim.url,
                 )
             except ExchangeUnavailable as error:
                 if attempt == attempts:
@@ -289,34 +395,38 @@ class Service:
         assert self.bus is not None
         assert self.feed is not None
         assert self.user_feed is not None
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        if self._stop.is_set():
+            return  # stopped while reconciling: nothing was started
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self.bus.run(), name="bus"),
-                    group.create_task(self.feed.run(), name="feed.market"),
-                    group.create_task(self.user_feed.run(), name="feed.user"),
-                    group.create_task(self._report_status(), name="status"),
-                    group.create_task(self.gc_pauses.run(), name="runtime.gc"),
-                    group.create_task(self.loop_lag.run(), name="runtime.loop_lag"),
-                    group.create_task(self._freeze_after_warmup(), name="runtime.freeze"),
-                ]
+                tasks = {
+                    "bus": group.create_task(self.bus.run(), name="bus"),
+                    "feed.market": group.create_task(self.feed.run(), name="feed.market"),
+                    "feed.user": group.create_task(self.user_feed.run(), name="feed.user"),
+                    "status": group.create_task(self._report_status(), name="status"),
+                    "runtime.gc": group.create_task(self.gc_pauses.run(), name="runtime.gc"),
+                    "runtime.loop_lag": group.create_task(
+                        self.loop_lag.run(), name="runtime.loop_lag"
+                    ),
+                    "runtime.freeze": group.create_task(
+                        self._freeze_after_warmup(), name="runtime.freeze"
+                    ),
+                }
+                self._tasks = tasks
                 if self.config.duration > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self.config.duration)
                 else:
                     await self._stop.wait()
-                for task in tasks:
+                # The trading half of the shutdown runs while the bus still consumes, so
+                # an order being submitted finishes and the order tier can be drained.
+                await self._shutdown_trading(fatal=False)
+                for task in tasks.values():
                     task.cancel()
         except* ExchangeError as group_error:
             raise group_error.exceptions[0] from None
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(signum)
+            self._tasks = {}
 
     async def _freeze_after_warmup(self) -> None:
         assert self.feed is not None
@@ -340,35 +450,186 @@ class Service:
         text: bytes = self.telemetry.prometheus_text()
         return text
 
+    # ----------------------------------------------------------------- shutdown
+
+    def _path(self, *, fatal: bool) -> ShutdownPath:
+        if self._shutdown_path is None:
+            self._shutdown_path = ShutdownPath(
+                reason=("fatal: " if fatal else "") + self._stop_reason,
+                budget_seconds=self.config.emergency.shutdown_budget_seconds,
+                record=self._audit_step,
+            )
+            log.warning(
+                "shutting down (%s): budget %.0f s",
+                self._shutdown_path.reason,
+                self.config.emergency.shutdown_budget_seconds,
+            )
+        return self._shutdown_path
+
+    def _audit_step(self, kind: str, payload: dict[str, Any]) -> None:
+        if self.audit is not None and self.audit.state == "running":
+            self.audit.record(kind, payload, critical=True)
+
+    async def _shutdown_trading(self, *, fatal: bool) -> None:
+        """Stop new orders, cancel open ones, optionally flatten, drain the order tier."""
+        path = self._path(fatal=fatal)
+        if any(r.step == "stop_new_orders" for r in path.results):
+            return
+        self._accepting = False
+        await path.step(
+            "stop_new_orders", self._stop_new_orders, cap=_SHUTDOWN_CAPS["stop_new_orders"]
+        )
+        if self.orders is None:
+            return
+        await path.step(
+            "cancel_open_orders", self._cancel_open_orders, cap=_SHUTDOWN_CAPS["cancel_open_orders"]
+        )
+        emergency = self.config.emergency
+        if emergency.flatten_on_fatal if fatal else emergency.flatten:
+            await path.step(
+                "flatten_positions", self._flatten, cap=_SHUTDOWN_CAPS["flatten_positions"]
+            )
+        await path.step(
+            "drain_order_tier", self._drain_order_tier, cap=_SHUTDOWN_CAPS["drain_order_tier"]
+        )
+
+    async def _stop_new_orders(self) -> str:
+        for name in ("feed.market", "feed.user", "runtime.freeze"):
+            task = self._tasks.get(name)
+            if task is not None:
+                task.cancel()
+        if self.bus is None or self.bus.state != "running":
+            return "no order tier running"
+        if not await self.bus.drain(timeout=self._path(fatal=False).remaining()):
+            raise StepFailed("an order submission did not finish")
+        return f"{self._discarded_orders} queued orders discarded"
+
+    async def _cancel_open_orders(self) -> str:
+        assert self.orders is not None
+        before = len(self.orders.open_orders())
+        canceled = await self.orders.cancel_all("shutdown")
+        left = [o.client_order_id for o in self.orders.open_orders()]
+        if left:
+            raise StepFailed(f"{len(left)} still open: {', '.join(left[:5])}")
+        return f"{len(canceled)} of {before} canceled"
+
+    async def _flatten(self) -> str:
+        """Close every position with a market order; dust below the lot size stays."""
+        assert self.orders is not None
+        done: list[str] = []
+        failures: list[str] = []
+        for symbol in self.config.symbols:
+            quantity = self.orders.positions.position(symbol).quantity
+            if not quantity:
+                continue
+            now = time.time_ns()
+            signal_ = Signal(
+                strategy="flatten",
+                symbol=symbol,
+                side="SELL" if quantity > 0 else "BUY",
+                quantity=float(abs(quantity)),
+                limit_price=0.0,
+                reason="emergency flatten",
+                ts_event=now,
+                ts_init=now,
+            )
+            try:
+                order = self.orders.build(signal_, last_price=self._last_price.get(symbol, 0.0))
+            except FilterViolation as error:
+                done.append(f"{symbol} {quantity} is dust ({error.msg})")
+                continue
+            try:
+                tracked = await self.orders.submit(order)
+            except ExchangeError as error:
+                failures.append(f"{symbol}: {error}")
+                continue
+            if tracked.state is not OrderState.FILLED:
+                failures.append(f"{symbol}: {order.client_order_id} {tracked.state}")
+                continue
+            done.append(f"{symbol} {signal_.side} {order.quantity}")
+        if failures:
+            raise StepFailed("; ".join(failures))
+        return ", ".join(done) or "already flat"
+
+    async def _drain_order_tier(self) -> str:
+        bus = self.bus
+        if bus is None:
+            return "no bus"
+        try:
+            if bus.state == "running" and not await bus.drain(
+                timeout=self._path(fatal=False).remaining()
+            ):
+                raise StepFailed("the order tier did not drain")
+            left = bus.order.statistics().depth
+        finally:
+            bus.close()
+        if left:
+            raise StepFailed(f"{left} orders abandoned in the order tier")
+        return "empty"
+
     def request_stop(self, reason: str = "stop requested") -> None:
+        if self._stop.is_set():
+            log.warning(
+                "%s while already stopping (%s); the shutdown goes on", reason, self._stop_reason
+            )
+            return
         self._stop_reason = reason
         self._stop.set()
 
-    async def _shutdown(self) -> None:
-        """Stop what was started, in reverse order; a failing step does not stop the rest."""
+    async def _shutdown(self, *, fatal: bool) -> None:
+        """The ordered shutdown path (see ``svc.shutdown``); a failing step does not stop
+        the rest, and the whole path ends within ``emergency.shutdown_budget_seconds``."""
         if self._shut_down:
             return
         self._shut_down = True
-        bus, audit, client, sim = self.bus, self.audit, self.client, self.sim
-        if bus is not None:
-            try:
-                await self._bounded("drain the bus", bus.drain(timeout=2.0), 3.0)
-            finally:
-                bus.close()
+        self._stop.set()
+        await self._shutdown_trading(fatal=fatal)
+        path = self._path(fatal=fatal)
+        audit, client, sim = self.audit, self.client, self.sim
         if audit is not None and audit.state == "running":
-            audit.record("run.stop", {"reason": self._stop_reason}, critical=True)
-            if not await asyncio.to_thread(audit.stop, 5.0):
-                log.error("audit journal did not drain within 5 s")
-        if client is not None:
-            await self._bounded("close the exchange client", client.close(), 5.0)
-        if sim is not None:
-            self.sim_closed_klines = list(sim.closed_klines.get((self.config.symbols[0], "1m"), ()))
-            await self._bounded("stop the simulator", sim.stop(), 5.0)
+
+            async def flush_audit() -> str:
+                audit.record(
+                    "run.stop",
+                    {"reason": self._stop_reason, "shutdown": path.summary()},
+                    critical=True,
+                )
+                if not await asyncio.to_thread(audit.stop, path.remaining()):
+                    raise StepFailed("the audit journal did not drain")
+                return f"{audit.statistics().written} records written"
+
+            await path.step("flush_audit", flush_audit, cap=_SHUTDOWN_CAPS["flush_audit"])
+
+        async def close_exchange() -> None:
+            if client is not None:
+                await client.close()
+            if sim is not None:
+                self.sim_closed_klines = list(
+                    sim.closed_klines.get((self.config.symbols[0], "1m"), ())
+                )
+                await sim.stop()
+
+        await path.step("close_exchange", close_exchange, cap=_SHUTDOWN_CAPS["close_exchange"])
         self.gc_pauses.uninstall()
-        if self.health is not None:
-            await self._bounded("stop the health server", self.health.stop(), 3.0)
-        if self.telemetry is not None and not await asyncio.to_thread(self.telemetry.shutdown, 5.0):
-            log.warning("telemetry did not flush within 5 s (is the collector down?)")
+        health = self.health
+        if health is not None:
+            await path.step("stop_health", health.stop, cap=_SHUTDOWN_CAPS["stop_health"])
+        telemetry = self.telemetry
+        # Recorded before the final export so the last OTLP push carries it.
+        outcome = "complete" if path.complete else "incomplete"
+        self._shutdown_durations[outcome].record(int(path.elapsed() * 1e9))
+        if telemetry is not None:
+
+            async def flush_telemetry() -> None:
+                if not await asyncio.to_thread(telemetry.shutdown, max(0.1, path.remaining())):
+                    raise StepFailed("telemetry did not flush (is the collector down?)")
+
+            await path.step(
+                "flush_telemetry", flush_telemetry, cap=_SHUTDOWN_CAPS["flush_telemetry"]
+            )
+        log.info(
+            "shutdown %s in %.3f s", "complete" if path.complete else "INCOMPLETE", path.elapsed()
+        )
 
     # ----------------------------------------------------------------- metrics
 
@@ -377,6 +638,14 @@ class Service:
         yield from recorder_sources(self.recorder)()
         yield names.FEED_LAG, "s", {}, self.recorder.feed_lag.snapshot()
         yield names.LOOP_LAG, "s", {}, self.loop_lag.histogram.snapshot()
+        for outcome, histogram in self._shutdown_durations.items():
+            if histogram.count:
+                yield (
+                    names.SHUTDOWN_DURATION,
+                    "s",
+                    {names.ATTR_OUTCOME: outcome},
+                    histogram.snapshot(),
+                )
         self.gc_pauses.drain()
         for generation, histogram in self.gc_pauses.histograms.items():
             yield (
@@ -594,6 +863,12 @@ class Service:
             trace, signal_ = item.trace, item.item
         else:
             signal_ = item
+        if not self._accepting:
+            self._risk_rejects["shutting_down"] += 1
+            if trace is not None:
+                trace.attributes[names.ATTR_REASON] = "shutting_down"
+                self.tracer.finish(trace)
+            return
         started = time.perf_counter_ns()
         price = signal_.limit_price or self._last_price.get(signal_.symbol, 0.0)
         position = float(self.orders.positions.position(signal_.symbol).quantity)
@@ -654,6 +929,9 @@ class Service:
             trace, order = item.trace, item.item
         else:
             order = item
+        if not self._accepting:
+            self._discard(order, trace)
+            return
         token = CURRENT_TRACE.set(trace)
         started = time.perf_counter_ns()
         try:
@@ -691,6 +969,25 @@ class Service:
             trace.attributes[names.ATTR_CLIENT_ORDER_ID] = order.client_order_id
             trace.attributes[names.ATTR_STATUS] = str(tracked.state)
             self.tracer.finish(trace, end_perf=done)
+
+    def _discard(self, order: NewOrder, trace: TickTrace | None) -> None:
+        """An order still queued when the shutdown began: never sent, audited as such."""
+        self._discarded_orders += 1
+        log.warning("shutdown: order %s discarded before it was sent", order.client_order_id)
+        if self.audit is not None and self.audit.state == "running":
+            self.audit.record(
+                "order.discarded",
+                {
+                    "client_order_id": order.client_order_id,
+                    "symbol": order.symbol,
+                    "reason": "shutdown",
+                },
+                critical=True,
+                trace_id=trace.trace_id_hex if trace is not None else "",
+            )
+        if trace is not None:
+            trace.attributes[names.ATTR_REASON] = "shutting_down"
+            self.tracer.finish(trace)
 
     def _on_order_update(self, update: OrderUpdate) -> None:
         assert self.orders is not None
@@ -803,6 +1100,10 @@ class Service:
             "symbols": list(self.config.symbols),
             "duration_seconds": round(time.monotonic() - self._started, 3),
             "exit_reason": exit_reason,
+            "shard": {"index": self.shard, "count": self.config.shard_count},
+            "reconcile": {"done": self._reconciled, "failures": self.reconcile_failures},
+            "shutdown": self._shutdown_path.summary() if self._shutdown_path else {},
+            "discarded_orders": self._discarded_orders,
             "feed": feed,
             "signals": self._signals,
             "risk_rejections": dict(self._risk_rejects),

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fcntl
 import hashlib
 import logging
 import os
@@ -48,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, BinaryIO, Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -250,6 +251,7 @@ class AuditJournal:
 
         # Owned by the writer thread once started:
         self._file: AuditFile | None = None
+        self._file_lock: BinaryIO | None = None
         self._thread: threading.Thread | None = None
         self._seq = 0
         self._prev = GENESIS_HASH
@@ -279,8 +281,14 @@ class AuditJournal:
         if self._state != "new":
             raise RuntimeError(f"audit journal is {self._state}; start() runs once")
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        repair = self._open_existing()
-        self._file = self._opener(self._path)
+        self._file_lock = _lock_exclusively(self._path)
+        try:
+            repair = self._open_existing()
+            self._file = self._opener(self._path)
+        except BaseException:
+            self._file_lock.close()
+            self._file_lock = None
+            raise
         self._last_sync = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="svc-audit-writer", daemon=True)
         with self._cond:
@@ -569,6 +577,8 @@ class AuditJournal:
             self._file.close()
         except OSError as error:
             log.error("audit journal %s did not close cleanly: %s", self._path, error)
+        if self._file_lock is not None:
+            self._file_lock.close()  # releases the flock
         with self._cond:
             self._state = "stopped"
             self._cond.notify_all()
@@ -617,6 +627,22 @@ class AuditJournal:
             self._seq, self._prev = record["seq"], record["hash"]
         self._offset = size
         return repair
+
+
+def _lock_exclusively(path: Path) -> BinaryIO:
+    """Hold an exclusive ``flock`` on ``<journal>.lock`` for the journal's lifetime, so two
+    processes (a restarted pod and its not-yet-dead predecessor) never append to one chain."""
+    lock_path = path.with_name(path.name + ".lock")
+    handle = open(lock_path, "a+b")  # noqa: SIM115  (held open until the journal closes)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            "audit.path",
+            f"{path} is in use by another process (lock {lock_path}); is another svc running?",
+        ) from None
+    return handle
 
 
 def _last_lines(path: Path, size: int) -> tuple[list[tuple[int, bytes]], bool]:

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import aiohttp
+import msgspec
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from binance.ws.constants import WSListenerState
@@ -171,6 +172,24 @@ class BinanceClient:
         )
         response = convert_as(CancelResponse, raw, stream="DELETE /api/v3/order")
         return _state_update(response, execution_type="CANCELED")
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
+        raw = await self._call(
+            self._client.get_order, symbol=symbol, origClientOrderId=client_order_id
+        )
+        state = convert_as(OrderState, raw, stream="GET /api/v3/order")
+        update = _state_update(state, execution_type="QUERY")
+        executed = update.filled_quantity
+        if not executed:
+            return update
+        # Report the fills so far as one trade at their average price (no trade id, fees
+        # unknown): the order manager books whatever its records have not accounted yet.
+        return msgspec.structs.replace(
+            update,
+            execution_type="TRADE",
+            last_quantity=executed,
+            last_price=Decimal(state.cummulative_quote_qty) / executed,
+        )
 
     async def open_orders(self, symbol: str) -> list[OrderUpdate]:
         raw = await self._call(self._client.get_open_orders, symbol=symbol)

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", help="write a machine-readable summary here at exit")
     run.add_argument("--audit-path", help="the audit journal (JSONL, hash-chained)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    run.add_argument("--shard-index", help="this replica's shard (default: HOSTNAME's ordinal)")
+    run.add_argument("--shard-count", help="replicas sharing the symbols (default 1)")
+    run.add_argument("--sim-url", help="use this running `svc sim` instead of an embedded one")
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", type=Path)
@@ -173,12 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Command-line options -> config overrides (strings; build_config converts them)."""
     overrides: dict[str, Any] = {}
-    for name in ("exchange", "duration", "symbols", "intervals", "summary_json", "log_level"):
+    for name in (
+        "exchange",
+        "duration",
+        "symbols",
+        "intervals",
+        "summary_json",
+        "log_level",
+        "shard_index",
+        "shard_count",
+    ):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
     if args.sim_frames is not None:
-        overrides["sim"] = {"frames": args.sim_frames}
+        overrides.setdefault("sim", {})["frames"] = args.sim_frames
+    if args.sim_url is not None:
+        overrides.setdefault("sim", {})["url"] = args.sim_url
     if args.audit_path is not None:
         overrides["audit"] = {"path": args.audit_path}
     return overrides

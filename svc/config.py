@@ -42,6 +42,10 @@ class SimSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     """Replay this JSONL capture of raw frames instead of the generated market."""
     market: str = "synthetic"
     seed: int = 7
+    url: str = ""
+    """An already running simulator (``svc sim``), e.g. ``http://127.0.0.1:8765``; empty
+    embeds one in the process. An external one keeps its orders and balances when svc is
+    restarted, like a real exchange."""
 
 
 class FeedSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -85,6 +89,27 @@ class TelemetrySection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     loop_lag_interval: float = 0.05
 
 
+class EmergencySection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The shutdown path (SIGTERM, SIGINT, a fatal error): see ``svc.app``."""
+
+    shutdown_budget_seconds: float = 20.0
+    """The whole shutdown path ends within this; keep it below the pod's grace period."""
+    flatten: bool = False
+    """On SIGTERM/SIGINT, close this service's positions with market orders."""
+    flatten_on_fatal: bool = False
+    """The same after a fatal error (the state may be suspect, hence a separate choice)."""
+
+
+class ReconcileSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Start-up reconciliation with the exchange and the audit journal."""
+
+    unknown_orders: Literal["adopt", "cancel", "ignore"] = "adopt"
+    """Open orders on the exchange that the journal does not know: track them (and cancel
+    them at shutdown), cancel them now, or leave them alone."""
+    retry_seconds: float = 5.0
+    """Wait between attempts while reconciliation fails (the service does not trade)."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     exchange: Exchange = "sim"
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
@@ -96,12 +121,19 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_file: str = ""
     strategies: tuple[dict[str, Any], ...] = ()
+    shard_count: int = 1
+    """Replicas sharing ``symbols``; each trades a deterministic, balanced subset."""
+    shard_index: int = -1
+    """This replica's shard, 0..shard_count-1; -1 takes the StatefulSet ordinal at the end of
+    ``HOSTNAME`` (``svc-2`` -> 2) when ``shard_count`` > 1, else 0."""
     """Strategy specs (``kind`` plus parameters); empty: the defaults of ``default_strategies``."""
     sim: SimSection = SimSection()
     feed: FeedSection = FeedSection()
     risk: RiskSection = RiskSection()
     audit: AuditSection = AuditSection()
     telemetry: TelemetrySection = TelemetrySection()
+    emergency: EmergencySection = EmergencySection()
+    reconcile: ReconcileSection = ReconcileSection()
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -110,6 +142,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "risk": RiskSection,
     "audit": AuditSection,
     "telemetry": TelemetrySection,
+    "emergency": EmergencySection,
+    "reconcile": ReconcileSection,
 }
 
 
@@ -270,6 +304,7 @@ def validate(config: Config) -> None:
     if not -1 <= config.telemetry.health_port <= 65535:
         raise ConfigError("telemetry.health_port", "expected a port 0-65535, or -1 to disable")
     _positive("telemetry.loop_lag_interval", config.telemetry.loop_lag_interval)
+    _validate_operations(config)
     if not config.audit.path:
         raise ConfigError("audit.path", "expected a file path for the audit journal")
     for index, spec in enumerate(config.strategies):
@@ -280,6 +315,27 @@ def validate(config: Config) -> None:
             raise ConfigError(
                 f"strategies[{index}].symbol", f"{wanted!r} is not one of symbols {config.symbols}"
             )
+
+
+def _validate_operations(config: Config) -> None:
+    """Simulator address, shutdown, reconciliation and sharding."""
+    if config.sim.url and not config.sim.url.startswith("http://"):
+        raise ConfigError("sim.url", f"expected http://host:port, got {config.sim.url!r}")
+    _positive("emergency.shutdown_budget_seconds", config.emergency.shutdown_budget_seconds)
+    _positive("reconcile.retry_seconds", config.reconcile.retry_seconds)
+    if config.shard_count < 1:
+        raise ConfigError("shard_count", f"expected an integer >= 1, got {config.shard_count}")
+    if not -1 <= config.shard_index < config.shard_count:
+        raise ConfigError(
+            "shard_index",
+            f"expected -1 (from HOSTNAME) or 0..{config.shard_count - 1}, got {config.shard_index}",
+        )
+    if config.shard_count > len(config.symbols):
+        raise ConfigError(
+            "shard_count",
+            f"{config.shard_count} shards for {len(config.symbols)} symbols: "
+            "some replicas would have nothing to trade",
+        )
 
 
 def _positive(field: str, value: float) -> None:
@@ -293,9 +349,17 @@ def _non_negative(field: str, value: float) -> None:
 
 
 def default_strategies(config: Config) -> list[dict[str, Any]]:
-    """An EMA crossover on the first interval and a trade-flow strategy, for every symbol."""
+    """An EMA crossover on the first interval and a trade-flow strategy, for every symbol.
+
+    Configured strategies for symbols outside ``config.symbols`` (another shard's) are left
+    out.
+    """
     if config.strategies:
-        return [dict(spec) for spec in config.strategies]
+        return [
+            dict(spec)
+            for spec in config.strategies
+            if spec.get("symbol") is None or spec.get("symbol") in config.symbols
+        ]
     specs: list[dict[str, Any]] = []
     for symbol in config.symbols:
         quantity = 0.001 if symbol.startswith("BTC") else 0.01

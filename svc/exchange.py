@@ -32,6 +32,11 @@ class ExchangeClient(Protocol):
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderUpdate: ...
 
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
+        """The order's current state on the exchange; ``UnknownOrder`` if it was never placed
+        (or is too old for the exchange to remember)."""
+        ...
+
     async def open_orders(self, symbol: str) -> list[OrderUpdate]: ...
 
     async def klines(
@@ -163,6 +168,13 @@ class FakeExchange:
         )
         self.orders[client_order_id] = canceled
         return canceled
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
+        self.calls.append(("query_order", (symbol, client_order_id)))
+        known = self.orders.get(client_order_id)
+        if known is None or known.symbol != symbol:
+            raise UnknownOrder(-2013, "Order does not exist.", http_status=400)
+        return known
 
     async def open_orders(self, symbol: str) -> list[OrderUpdate]:
         self.calls.append(("open_orders", symbol))

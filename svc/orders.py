@@ -74,6 +74,8 @@ AUDIT_ORDER_UNKNOWN = "order.unknown"
 AUDIT_ORDER_CANCEL = "order.cancel"
 AUDIT_ORDER_CANCEL_FAILED = "order.cancel_failed"
 AUDIT_ORDER_ADOPTED = "order.adopted"
+AUDIT_ORDER_RECOVERED = "order.recovered"
+AUDIT_ORDER_NOT_PLACED = "order.not_placed"
 
 LOT_SIZE = "Filter failure: LOT_SIZE"
 PRICE_FILTER = "Filter failure: PRICE_FILTER"
@@ -726,7 +728,59 @@ class OrderManager:
             foreign=foreign,
         )
 
+    def restore(
+        self,
+        order: NewOrder,
+        *,
+        order_id: int,
+        filled_quantity: Decimal,
+        filled_quote: Decimal,
+    ) -> TrackedOrder:
+        """Track an order the audit journal of an earlier run sent and never saw settle.
+
+        Nothing is audited or sent; the fills the journal already booked are counted as
+        accounted, so ``recovered`` books only what the exchange reports beyond them.
+        """
+        now = self._clock.time_ns()
+        tracked = TrackedOrder(
+            order=order,
+            order_id=order_id,
+            filled_quantity=filled_quantity,
+            filled_quote=filled_quote,
+            updated_ns=now,
+            adopted=True,
+        )
+        self._orders[order.client_order_id] = tracked
+        return tracked
+
+    def recovered(self, tracked: TrackedOrder, update: OrderUpdate) -> None:
+        """Apply the exchange's current state of a restored order (audited, fills booked)."""
+        self._apply(tracked, update, AUDIT_ORDER_RECOVERED)
+
+    def not_placed(self, tracked: TrackedOrder, reason: str) -> None:
+        """A restored order the exchange does not know: it was never placed."""
+        tracked.reject_reason = reason
+        self._transition(tracked, OrderState.REJECTED)
+        self._audit.record(
+            AUDIT_ORDER_NOT_PLACED,
+            {
+                "client_order_id": tracked.client_order_id,
+                "symbol": tracked.order.symbol,
+                "reason": reason,
+            },
+            critical=True,
+            ts_event=self._clock.time_ns(),
+        )
+
+    def adopt(self, update: OrderUpdate) -> TrackedOrder:
+        """Track an open order found on the exchange that this service did not send."""
+        self._adopt(update)
+        return self._orders[update.client_order_id]
+
     # ------------------------------------------------------------------- queries
+
+    def rules_of(self, symbol: str) -> SymbolRules:
+        return self._rules[symbol]
 
     def get(self, client_order_id: str) -> TrackedOrder | None:
         return self._orders.get(client_order_id)

@@ -280,6 +280,7 @@ class TradeFlowMomentum:
         "_suppressed",
         "_trades",
         "cooldown_ns",
+        "limit_offset",
         "name",
         "quantity",
         "symbol",
@@ -295,6 +296,7 @@ class TradeFlowMomentum:
         threshold: float = 0.6,
         quantity: float,
         cooldown_ns: int = 5_000_000_000,
+        limit_offset: float = 0.0,
         name: str = "",
     ) -> None:
         params = _flow_params(
@@ -305,6 +307,7 @@ class TradeFlowMomentum:
                 "threshold": threshold,
                 "quantity": quantity,
                 "cooldown_ns": cooldown_ns,
+                "limit_offset": limit_offset,
                 "name": name,
             },
         )
@@ -314,6 +317,9 @@ class TradeFlowMomentum:
         self.threshold = float(threshold)
         self.quantity = float(quantity)
         self.cooldown_ns = cooldown_ns
+        # 0: market orders; else limit orders this fraction away from the trade price (below
+        # for a buy, above for a sell), which rest on the book.
+        self.limit_offset = float(limit_offset)
         self._flows: deque[float] = deque(maxlen=window)
         self._signed_sum = 0.0
         self._absolute_sum = 0.0
@@ -377,7 +383,12 @@ class TradeFlowMomentum:
             symbol=self.symbol,
             side=side,
             quantity=quantity,
-            limit_price=0.0,
+            limit_price=(
+                event.price
+                * (1.0 - self.limit_offset if side == "BUY" else 1.0 + self.limit_offset)
+                if self.limit_offset
+                else 0.0
+            ),
             reason=f"trade flow imbalance {imbalance:+.3f} over {self.window} trades",
             ts_event=event.ts_event,
             ts_init=event.ts_init,
@@ -421,6 +432,7 @@ class _FlowParams(NamedTuple):
     threshold: float
     quantity: float
     cooldown_ns: int
+    limit_offset: float
     name: str
 
 
@@ -429,6 +441,7 @@ _FLOW_DEFAULTS: dict[str, object] = {
     "window": 200,
     "threshold": 0.6,
     "cooldown_ns": 5_000_000_000,
+    "limit_offset": 0.0,
     "name": "",
 }
 
@@ -518,8 +531,16 @@ def _flow_params(where: str, values: Mapping[str, object]) -> _FlowParams:
             minimum=0,
             form="a non-negative int (nanoseconds)",
         ),
+        limit_offset=_limit_offset(where, values["limit_offset"]),
         name=_name(where, values["name"]),
     )
+
+
+def _limit_offset(where: str, value: object) -> float:
+    offset = _float(where, "limit_offset", value, form="a fraction in [0, 0.5)")
+    if not 0.0 <= offset < 0.5:
+        raise ConfigError(f"{where}.limit_offset", f"must be a fraction in [0, 0.5), got {value!r}")
+    return offset
 
 
 def _build_ema(where: str, values: Mapping[str, object]) -> Strategy:
