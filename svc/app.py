@@ -778,6 +778,39 @@ class Service:
             "{record}",
             lambda: [(self._log_dropped(), {})] if self._log_dropped else [],
         )
+        def gate() -> Any:
+            return self.client.gate if self.client is not None else None
+
+        observe(
+            names.EXCHANGE_THROTTLED,
+            "counter",
+            "{response}",
+            lambda: [
+                (count, {names.ATTR_STATUS: status})
+                for status, count in (gate().throttled.items() if gate() else ())
+            ],
+        )
+        observe(
+            names.EXCHANGE_REFUSED,
+            "counter",
+            "{request}",
+            lambda: [
+                (count, {names.ATTR_REASON: reason})
+                for reason, count in (gate().refused.items() if gate() else ())
+            ],
+        )
+        observe(
+            names.EXCHANGE_BACKOFF,
+            "gauge",
+            "s",
+            lambda: [(gate().remaining(), {names.ATTR_REASON: gate().state})] if gate() else [],
+        )
+        observe(
+            names.RECONCILE_FAILURES,
+            "counter",
+            "{attempt}",
+            lambda: [(self.reconcile_failures, {})],
+        )
         observe(
             names.POSITIONS_OPEN,
             "gauge",

@@ -41,10 +41,12 @@ from svc.binance.rest import (
 from svc.errors import (
     ExchangeError,
     ExchangeUnavailable,
+    RateLimited,
     TimestampOutsideWindow,
     exchange_error,
 )
 from svc.model import Balance, Candle, NewOrder, OrderUpdate, SymbolRules
+from svc.throttle import RequestGate
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class BinanceClient:
         self.used_weight = 0
         self.requests = 0
         self.resyncs = 0
+        self.gate = RequestGate()
 
     @classmethod
     async def connect(
@@ -108,15 +111,20 @@ class BinanceClient:
             return await self._call_once(method, **params)
 
     async def _call_once(self, method: Callable[..., Awaitable[Any]], **params: Any) -> Any:
+        self.gate.check()
         self.requests += 1
         try:
             result = await method(**params)
         except BinanceAPIException as error:
             self._note_weight(getattr(error, "response", None))
-            raise _svc_error(error) from None
+            mapped = _svc_error(error)
+            if isinstance(mapped, RateLimited):
+                self.gate.on_limited(mapped)
+            raise mapped from None
         except (BinanceRequestException, aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ExchangeUnavailable(0, f"{type(error).__name__}: {error}") from None
         self._note_weight(getattr(self._client, "response", None))
+        self.gate.on_success()
         return result
 
     def _note_weight(self, response: Any) -> None:
