@@ -80,6 +80,9 @@ class TelemetrySection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
     slow_tick_ms: float = 5.0
     """An unsampled tick slower than this (receive to decision) is traced anyway; 0: never."""
+    max_traces_per_second: float = 20.0
+    """Cap on sampled and slow ticks traced per second (errors are never capped); keeps the
+    export thread's cost bounded at any message rate. 0: no cap."""
     health_host: str = "127.0.0.1"
     """Where /livez, /readyz and /metrics listen (0.0.0.0 inside Kubernetes)."""
     health_port: int = 8080
@@ -301,6 +304,7 @@ def validate(config: Config) -> None:
     if config.risk.max_orders_per_minute < 1:
         raise ConfigError("risk.max_orders_per_minute", "expected an integer >= 1")
     _non_negative("telemetry.slow_tick_ms", config.telemetry.slow_tick_ms)
+    _non_negative("telemetry.max_traces_per_second", config.telemetry.max_traces_per_second)
     if not -1 <= config.telemetry.health_port <= 65535:
         raise ConfigError("telemetry.health_port", "expected a port 0-65535, or -1 to disable")
     _positive("telemetry.loop_lag_interval", config.telemetry.loop_lag_interval)

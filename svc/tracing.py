@@ -15,6 +15,13 @@ above ``slow_threshold_ns``) or end in an error: ``record_slow`` / ``record_erro
 record after the fact from the durations already measured for the histograms, marked with
 ``svc.sampled_because`` = ``slow`` / ``error``.
 
+The cost of a trace is paid on the export thread (SDK spans, OTLP encoding: tens of
+microseconds per span, under the GIL), so it grows with the message rate: 1% of 50,000
+messages/s is 500 traces/s, several percent of a core. ``max_per_second`` caps ratio-sampled
+and slow ticks with a token bucket (burst = one second's worth) so telemetry's cost stays
+bounded when the market is busiest; ticks the cap refuses are counted in ``rate_limited``.
+Error ticks are never capped.
+
 Times: stage boundaries are taken with ``time.perf_counter_ns`` and converted to Unix-epoch
 nanoseconds with the tick's own anchor (``ts_init`` and the perf counter at receive).
 """
@@ -99,8 +106,15 @@ class TickTracer:
         capacity: int = 10_000,
         rng: Callable[[], float] | None = None,
         bits: Callable[[int], int] | None = None,
+        max_per_second: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ratio = max(0.0, min(1.0, ratio))
+        self.max_per_second = max(0.0, max_per_second)
+        self._monotonic = monotonic
+        self._tokens = self.max_per_second
+        self._refilled = monotonic()
+        self.rate_limited = 0
         self.slow_threshold_ns = slow_threshold_ns
         self._random = rng or random.random
         self._bits = bits or random.getrandbits
@@ -114,8 +128,23 @@ class TickTracer:
         """Decide whether the message received at ``wall_ns``/``perf_ns`` is traced."""
         if self._random() >= self.ratio:
             return None
+        if self.max_per_second and not self._admit():
+            return None
         self.sampled += 1
         return self._new(wall_ns, perf_ns, "ratio")
+
+    def _admit(self) -> bool:
+        """Take a token from the bucket (``max_per_second``); False when it is empty."""
+        now = self._monotonic()
+        rate = self.max_per_second
+        tokens = min(rate, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            self.rate_limited += 1
+            return False
+        self._tokens = tokens - 1.0
+        return True
 
     def _new(self, wall_ns: int, perf_ns: int, reason: str) -> TickTrace:
         trace_id = self._bits(128) or 1
@@ -145,6 +174,8 @@ class TickTracer:
         attributes: dict[str, Any],
     ) -> None:
         """An unsampled tick that turned out slow: record what was measured, after the fact."""
+        if self.max_per_second and not self._admit():
+            return
         self._forced(wall_anchor, perf_anchor, stages, attributes, reason="slow", error="")
 
     def record_error(
@@ -189,6 +220,7 @@ class TickTracer:
             "sampled": self.sampled,
             "forced": self.forced,
             "dropped": self.dropped,
+            "rate_limited": self.rate_limited,
             "pending": len(self.finished),
         }
 

@@ -25,7 +25,13 @@ from svc.tracing import (
 def test_unsampled_ticks_create_nothing_and_sampled_ones_get_ids() -> None:
     never = TickTracer(ratio=0.0)
     assert all(never.start(1, 1) is None for _ in range(1000))
-    assert never.statistics() == {"sampled": 0, "forced": 0, "dropped": 0, "pending": 0}
+    assert never.statistics() == {
+        "sampled": 0,
+        "forced": 0,
+        "dropped": 0,
+        "rate_limited": 0,
+        "pending": 0,
+    }
     always = TickTracer(ratio=1.0)
     traces = [always.start(1_000, 10) for _ in range(100)]
     assert all(t is not None for t in traces)
@@ -180,3 +186,27 @@ async def test_a_sampled_tick_is_traced_through_every_stage(
         if json.loads(line)["kind"] == "intent"
     ]
     assert trace_hex in {record["trace_id"] for record in intents}
+
+
+def test_the_trace_cap_refuses_ticks_beyond_its_rate_and_refills_with_time() -> None:
+    now = [0.0]
+    tracer = TickTracer(ratio=1.0, max_per_second=5.0, monotonic=lambda: now[0])
+    admitted = [tracer.start(0, 0) is not None for _ in range(20)]
+    assert admitted.count(True) == 5  # the burst: one second's worth
+    assert tracer.rate_limited == 15
+    now[0] += 0.4  # two tokens
+    admitted = [tracer.start(0, 0) is not None for _ in range(5)]
+    assert admitted.count(True) == 2
+    assert tracer.statistics()["sampled"] == 7
+
+
+def test_slow_ticks_share_the_cap_but_error_ticks_never_wait_for_it() -> None:
+    now = [0.0]
+    tracer = TickTracer(ratio=0.0, max_per_second=1.0, monotonic=lambda: now[0])
+    for _ in range(3):
+        tracer.record_slow(wall_anchor=0, perf_anchor=0, stages=[], attributes={})
+    for _ in range(3):
+        tracer.record_error(wall_anchor=0, perf_anchor=0, stages=[], attributes={}, error="x")
+    reasons = [trace.reason for trace in tracer.drain()]
+    assert reasons == ["slow", "error", "error", "error"]
+    assert tracer.rate_limited == 2
