@@ -109,3 +109,28 @@ def test_credentials_from_environment_or_files(tmp_path: Path) -> None:
             environ={"BINANCE_API_KEY_FILE": str(tmp_path / "nope"), "BINANCE_API_SECRET": "c"},
         )
     assert caught.value.field == "BINANCE_API_KEY_FILE"
+
+
+def test_the_example_configuration_documents_every_field() -> None:
+    import msgspec  # noqa: PLC0415
+
+    from svc.config import _SECTIONS, Config  # noqa: PLC0415
+
+    example = (Path(__file__).resolve().parents[1] / "examples" / "svc.toml").read_text()
+    missing = [
+        name
+        for name in (f.name for f in msgspec.structs.fields(Config))
+        if name not in _SECTIONS and f"\n{name} = " not in example and name != "strategies"
+    ]
+    for section, kind in _SECTIONS.items():
+        block = example.split(f"[{section}]", 1)
+        if len(block) == 1:
+            missing.append(f"[{section}]")
+            continue
+        body = block[1].split("\n[", 1)[0]
+        missing += [
+            f"{section}.{f.name}"
+            for f in msgspec.structs.fields(kind)
+            if f"\n{f.name} = " not in body
+        ]
+    assert not missing, f"examples/svc.toml does not document: {missing}"
