@@ -30,8 +30,8 @@ test: $(STAMP)
 	exit $$rc
 
 lint: $(STAMP)
-	$(BIN)/ruff check svc tests bench
-	$(BIN)/ruff format --check svc tests bench
+	$(BIN)/ruff check svc tests bench deploy/k8s
+	$(BIN)/ruff format --check svc tests bench deploy/k8s
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict svc

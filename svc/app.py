@@ -71,6 +71,9 @@ _SHUTDOWN_CAPS = {
     "flush_telemetry": 5.0,
 }
 """Each shutdown step's own cap (seconds); the whole path is bounded by the budget."""
+_CLOSING_SHARE = 0.25
+"""The share of the shutdown budget the trading steps (stop, cancel, flatten, drain) leave
+for flushing the audit journal and telemetry, however long the exchange takes."""
 
 
 @dataclass(slots=True)
@@ -477,21 +480,34 @@ class Service:
         if any(r.step == "stop_new_orders" for r in path.results):
             return
         self._accepting = False
+        reserve = self.config.emergency.shutdown_budget_seconds * _CLOSING_SHARE
         await path.step(
-            "stop_new_orders", self._stop_new_orders, cap=_SHUTDOWN_CAPS["stop_new_orders"]
+            "stop_new_orders",
+            self._stop_new_orders,
+            cap=_SHUTDOWN_CAPS["stop_new_orders"],
+            reserve=reserve,
         )
         if self.orders is None:
             return
         await path.step(
-            "cancel_open_orders", self._cancel_open_orders, cap=_SHUTDOWN_CAPS["cancel_open_orders"]
+            "cancel_open_orders",
+            self._cancel_open_orders,
+            cap=_SHUTDOWN_CAPS["cancel_open_orders"],
+            reserve=reserve,
         )
         emergency = self.config.emergency
         if emergency.flatten_on_fatal if fatal else emergency.flatten:
             await path.step(
-                "flatten_positions", self._flatten, cap=_SHUTDOWN_CAPS["flatten_positions"]
+                "flatten_positions",
+                self._flatten,
+                cap=_SHUTDOWN_CAPS["flatten_positions"],
+                reserve=reserve,
             )
         await path.step(
-            "drain_order_tier", self._drain_order_tier, cap=_SHUTDOWN_CAPS["drain_order_tier"]
+            "drain_order_tier",
+            self._drain_order_tier,
+            cap=_SHUTDOWN_CAPS["drain_order_tier"],
+            reserve=reserve,
         )
 
     async def _stop_new_orders(self) -> str:
@@ -520,7 +536,8 @@ class Service:
         done: list[str] = []
         failures: list[str] = []
         for symbol in self.config.symbols:
-            quantity = self.orders.positions.position(symbol).quantity
+            position = self.orders.positions.position(symbol)
+            quantity = position.quantity
             if not quantity:
                 continue
             now = time.time_ns()
@@ -535,7 +552,10 @@ class Service:
                 ts_init=now,
             )
             try:
-                order = self.orders.build(signal_, last_price=self._last_price.get(symbol, 0.0))
+                # Before any market data (a stop right after start-up), the entry price
+                # stands in for the last price in the minimum-notional check.
+                last_price = self._last_price.get(symbol) or float(position.average_price)
+                order = self.orders.build(signal_, last_price=last_price)
             except FilterViolation as error:
                 done.append(f"{symbol} {quantity} is dust ({error.msg})")
                 continue
@@ -610,11 +630,15 @@ class Service:
                 )
                 await sim.stop()
 
-        await path.step("close_exchange", close_exchange, cap=_SHUTDOWN_CAPS["close_exchange"])
+        await path.step(
+            "close_exchange", close_exchange, cap=_SHUTDOWN_CAPS["close_exchange"], critical=False
+        )
         self.gc_pauses.uninstall()
         health = self.health
         if health is not None:
-            await path.step("stop_health", health.stop, cap=_SHUTDOWN_CAPS["stop_health"])
+            await path.step(
+                "stop_health", health.stop, cap=_SHUTDOWN_CAPS["stop_health"], critical=False
+            )
         telemetry = self.telemetry
         # Recorded before the final export so the last OTLP push carries it.
         outcome = "complete" if path.complete else "incomplete"
@@ -626,7 +650,10 @@ class Service:
                     raise StepFailed("telemetry did not flush (is the collector down?)")
 
             await path.step(
-                "flush_telemetry", flush_telemetry, cap=_SHUTDOWN_CAPS["flush_telemetry"]
+                "flush_telemetry",
+                flush_telemetry,
+                cap=_SHUTDOWN_CAPS["flush_telemetry"],
+                critical=False,
             )
         log.info(
             "shutdown %s in %.3f s", "complete" if path.complete else "INCOMPLETE", path.elapsed()

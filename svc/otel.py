@@ -77,6 +77,7 @@ run the SDK calls on a helper thread bounded by their timeout.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
@@ -103,8 +104,8 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_TRACES_SAMPLER,
     OTEL_TRACES_SAMPLER_ARG,
 )
+from opentelemetry.sdk.metrics import Exemplar, MeterProvider
 from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -393,8 +394,56 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
 
 
 # --------------------------------------------------------------------------- histogram bridge
+class ExemplarReservoir:
+    """The latest sampled tick per histogram bucket, as exemplars for the bridged histograms.
+
+    Filled by the tick-span thread (``TickSpanExporter``) from each exported trace: a stage
+    span offers its duration to ``svc.stage.duration{stage}`` and the root ``tick`` span to
+    ``svc.tick.duration{outcome}``; read by the metric readers at collection time. So a
+    latency bucket in Grafana links to a trace that landed in it. Only OTLP carries them
+    (the SDK's Prometheus exporter writes no exemplars); the collector's Prometheus exporter
+    exposes them with ``enable_open_metrics``. Nothing here runs on the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, Exemplar]] = {}
+
+    def offer(
+        self,
+        metric: str,
+        attributes: Mapping[str, str],
+        duration_ns: int,
+        *,
+        trace_id: int,
+        span_id: int,
+        time_ns: int,
+    ) -> None:
+        bucket = bisect.bisect_left(_LATENCY_BOUNDS_NS, duration_ns)
+        exemplar = Exemplar(
+            filtered_attributes=None,
+            value=duration_ns / 1e9,
+            time_unix_nano=time_ns,
+            span_id=span_id,
+            trace_id=trace_id,
+        )
+        key = (metric, tuple(sorted(attributes.items())))
+        with self._lock:
+            self._latest.setdefault(key, {})[bucket] = exemplar
+
+    def exemplars(self, metric: str, attributes: Mapping[str, str]) -> tuple[Exemplar, ...]:
+        key = (metric, tuple(sorted(attributes.items())))
+        with self._lock:
+            latest = self._latest.get(key)
+            return tuple(latest[b] for b in sorted(latest)) if latest else ()
+
+
 def _data_point(
-    attributes: Mapping[str, str], snapshot: HistogramSnapshot, start_ns: int, now_ns: int
+    attributes: Mapping[str, str],
+    snapshot: HistogramSnapshot,
+    start_ns: int,
+    now_ns: int,
+    exemplars: Sequence[Exemplar] = (),
 ) -> HistogramDataPoint:
     return HistogramDataPoint(
         attributes=dict(attributes),
@@ -406,7 +455,7 @@ def _data_point(
         explicit_bounds=names.LATENCY_BUCKETS_SECONDS,
         min=snapshot.min / 1e9,
         max=snapshot.max / 1e9,
-        exemplars=(),
+        exemplars=list(exemplars),
     )
 
 
@@ -419,6 +468,7 @@ class _HistogramBridge:
         self._sources = sources
         self._resource = resource
         self._scope = scope
+        self.exemplars = ExemplarReservoir()
         self._start_ns = time.time_ns()
         self._lock = threading.Lock()
         self._failures = 0
@@ -432,7 +482,8 @@ class _HistogramBridge:
         now_ns = time.time_ns()
         points: dict[tuple[str, str], list[HistogramDataPoint]] = {}
         for name, unit, attributes, snapshot in self._sources():
-            point = _data_point(attributes, snapshot, self._start_ns, now_ns)
+            exemplars = self.exemplars.exemplars(name, attributes)
+            point = _data_point(attributes, snapshot, self._start_ns, now_ns, exemplars)
             points.setdefault((name, unit), []).append(point)
         return [
             Metric(
@@ -660,7 +711,12 @@ class Telemetry:
             tracer.ratio = 0.0
             tracer.slow_threshold_ns = 0
             return None
-        exporter = TickSpanExporter(tracer=tracer, processor=target, resource=self.resource)
+        exporter = TickSpanExporter(
+            tracer=tracer,
+            processor=target,
+            resource=self.resource,
+            exemplars=self._bridge.exemplars,
+        )
         exporter.start()
         self._tick_exporter = exporter
         return exporter
@@ -734,8 +790,10 @@ class TickSpanExporter:
         processor: SpanProcessor,
         resource: Resource,
         interval: float = 0.2,
+        exemplars: ExemplarReservoir | None = None,
     ) -> None:
         self._tracer = tracer
+        self._exemplars = exemplars
         self._processor = processor
         self._resource = resource
         self._interval = interval
@@ -762,8 +820,33 @@ class TickSpanExporter:
             for span in self.spans(trace):
                 self._processor.on_end(span)
                 count += 1
+            if self._exemplars is not None:
+                self._offer_exemplars(trace)
         self.emitted += count
         return count
+
+    def _offer_exemplars(self, trace: TickTrace) -> None:
+        assert self._exemplars is not None
+        offer = self._exemplars.offer
+        for index, (stage, start, end) in enumerate(trace.stages):
+            offer(
+                names.STAGE_DURATION,
+                {names.ATTR_STAGE: stage},
+                end - start,
+                trace_id=trace.trace_id,
+                span_id=_child_span_id(trace.span_id, index),
+                time_ns=end,
+            )
+        outcome = trace.attributes.get(names.ATTR_OUTCOME)
+        if isinstance(outcome, str) and trace.end_ns > trace.wall_anchor:
+            offer(
+                names.TICK_DURATION,
+                {names.ATTR_OUTCOME: outcome},
+                trace.end_ns - trace.wall_anchor,
+                trace_id=trace.trace_id,
+                span_id=trace.span_id,
+                time_ns=trace.end_ns,
+            )
 
     def spans(self, trace: TickTrace) -> list[ReadableSpan]:
         flags = TraceFlags(TraceFlags.SAMPLED)
@@ -790,7 +873,7 @@ class TickSpanExporter:
         for index, (stage, stage_start, stage_end) in enumerate(trace.stages):
             child = SpanContext(
                 trace.trace_id,
-                (trace.span_id + index + 1) & 0xFFFF_FFFF_FFFF_FFFF or 1,
+                _child_span_id(trace.span_id, index),
                 is_remote=False,
                 trace_flags=flags,
             )
@@ -808,6 +891,10 @@ class TickSpanExporter:
                 )
             )
         return spans
+
+
+def _child_span_id(root_span_id: int, index: int) -> int:
+    return (root_span_id + index + 1) & 0xFFFF_FFFF_FFFF_FFFF or 1
 
 
 def setup_telemetry(

@@ -3,11 +3,15 @@
 ``svc.app.Service`` runs its shutdown as a sequence of named steps through one
 ``ShutdownPath``. The whole path shares one budget (``emergency.shutdown_budget_seconds``,
 sized below the pod's termination grace period); each step gets at most its own cap and
-never more than what is left. A step that raises or runs out of time is recorded as failed
-and the next step still runs, so a stuck exchange cannot keep the audit journal or the
-telemetry from being flushed. Every step is logged and passed to ``record`` (the audit
-journal while it is open) with its outcome and duration; ``complete`` is False when any
-step failed, and the service then exits with ``EXIT_SHUTDOWN_INCOMPLETE``.
+never more than what is left, less what it must leave for the steps after it (``reserve``).
+A step that raises or runs out of time is recorded as failed and the next step still runs,
+so a stuck exchange cannot keep the audit journal or the telemetry from being flushed.
+Every step is logged and passed to ``record`` (the audit journal while it is open) with its
+outcome and duration; ``complete`` is False when a critical step failed (orders,
+positions, the audit journal), and the service then exits with ``EXIT_SHUTDOWN_INCOMPLETE``.
+Housekeeping steps (``critical=False``: closing connections, flushing telemetry to a
+collector that may be down) are logged when they fail but do not make the shutdown
+incomplete: nothing is left unattended because of them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class StepResult:
     outcome: Outcome
     seconds: float
     detail: str
+    critical: bool = True
 
 
 class ShutdownPath:
@@ -58,7 +63,7 @@ class ShutdownPath:
 
     @property
     def complete(self) -> bool:
-        return all(result.outcome == "ok" for result in self.results)
+        return all(result.outcome == "ok" for result in self.results if result.critical)
 
     def elapsed(self) -> float:
         return self._monotonic() - self._started
@@ -66,9 +71,21 @@ class ShutdownPath:
     def remaining(self) -> float:
         return max(0.0, self._deadline - self._monotonic())
 
-    async def step(self, name: str, action: StepAction, *, cap: float) -> StepResult:
-        """Run ``action`` for at most ``min(cap, remaining())`` seconds and record it."""
-        allowed = min(cap, self.remaining())
+    async def step(
+        self,
+        name: str,
+        action: StepAction,
+        *,
+        cap: float,
+        reserve: float = 0.0,
+        critical: bool = True,
+    ) -> StepResult:
+        """Run ``action`` for at most ``min(cap, remaining() - reserve)`` seconds and record it.
+
+        ``reserve`` is budget kept for the steps after this one, so a step stuck on the
+        exchange cannot leave nothing for flushing the journal.
+        """
+        allowed = max(0.0, min(cap, self.remaining() - reserve))
         started = self._monotonic()
         outcome: Outcome = "ok"
         detail = ""
@@ -79,9 +96,9 @@ class ShutdownPath:
             outcome, detail = "timeout", f"not done within {allowed:.1f} s"
         except Exception as error:  # noqa: BLE001  (a step must never stop the steps after it)
             outcome, detail = "failed", f"{type(error).__name__}: {error}"
-        result = StepResult(name, outcome, self._monotonic() - started, detail)
+        result = StepResult(name, outcome, self._monotonic() - started, detail, critical)
         self.results.append(result)
-        level = logging.INFO if outcome == "ok" else logging.ERROR
+        level = logging.INFO if outcome == "ok" else logging.ERROR if critical else logging.WARNING
         log.log(
             level,
             "shutdown step %s: %s in %.3f s%s",
@@ -99,6 +116,7 @@ class ShutdownPath:
                         "outcome": outcome,
                         "seconds": round(result.seconds, 6),
                         "detail": detail,
+                        "critical": critical,
                         "reason": self.reason,
                     },
                 )

@@ -500,19 +500,18 @@ def _svc_metrics() -> dict[str, tuple[str, str]]:
         assert isinstance(doc, str), f"{target.id}: metric constant without its kind docstring"
         kind = re.match(r"(histogram|counter|gauge)\b", doc)
         assert kind, f"{target.id}: docstring must start with histogram, counter or gauge"
-        unit = re.match(r"histogram,\s*(\w+)\b", doc)
+        unit = re.match(r"(?:histogram|gauge|counter),\s*(\w+)\b", doc)
         metrics[value.value] = (kind.group(1), unit.group(1) if unit else "")
     return metrics
 
 
 def _prometheus_names(name: str, kind: str, unit: str) -> list[str]:
     """The series the Prometheus exporter makes of an OTel metric (see svc/otel.py)."""
-    base = name.replace(".", "_")
+    base = name.replace(".", "_") + {"s": "_seconds"}.get(unit, "")
     if kind == "counter":
         return [f"{base}_total"]
     if kind == "gauge":
         return [base]
-    base += {"s": "_seconds"}.get(unit, "")
     return [f"{base}_bucket", f"{base}_count", f"{base}_sum"]
 
 

@@ -253,6 +253,52 @@ def test_bridge_data_points() -> None:
     assert ticks["order"].max == pytest.approx(0.009)
 
 
+def test_exported_ticks_leave_exemplars_on_the_bucket_they_landed_in() -> None:
+    """A traced tick's stage and tick durations become exemplars carrying its trace id."""
+    from svc.tracing import TickTracer  # noqa: PLC0415
+
+    recorder = StageRecorder()
+    recorder.parse.record(4_000)
+    recorder.tick_order.record(9_000_000)
+    bridge = otel._HistogramBridge(
+        sources=otel.recorder_sources(recorder),
+        resource=otel.build_resource(service_version="1", environ={}),
+        scope=InstrumentationScope("svc", "1"),
+    )
+    tracer = TickTracer(ratio=1.0)
+    trace = tracer.start(1_000_000_000, 0)
+    assert trace is not None
+    trace.stage("parse", 0, 4_000)
+    trace.attributes[names.ATTR_OUTCOME] = "order"
+    tracer.finish(trace, end_perf=9_000_000)
+    spans: list[ReadableSpan] = []
+
+    class Collect:
+        def on_end(self, span: ReadableSpan) -> None:
+            spans.append(span)
+
+    exporter = otel.TickSpanExporter(
+        tracer=tracer,
+        processor=Collect(),  # type: ignore[arg-type]
+        resource=otel.build_resource(service_version="1", environ={}),
+        exemplars=bridge.exemplars,
+    )
+    assert exporter.export_pending() == 2
+    metrics = {metric.name: metric for metric in bridge.metrics()}
+    parse = histogram_points(metrics[names.STAGE_DURATION], names.ATTR_STAGE)["parse"]
+    (exemplar,) = parse.exemplars
+    assert exemplar.trace_id == trace.trace_id
+    assert exemplar.span_id == spans[1].context.span_id  # the parse span, not the root
+    assert exemplar.value == pytest.approx(4e-6)
+    assert (
+        histogram_points(metrics[names.STAGE_DURATION], names.ATTR_STAGE)["strategy"].exemplars
+        == []
+    )
+    order = histogram_points(metrics[names.TICK_DURATION], names.ATTR_OUTCOME)["order"]
+    assert [e.span_id for e in order.exemplars] == [trace.span_id]
+    assert order.exemplars[0].value == pytest.approx(0.009)
+
+
 def test_bucket_boundaries_convert_exactly_to_ns() -> None:
     assert BOUNDS_NS[:4] == (1_000, 2_000, 5_000, 10_000)
     assert BOUNDS_NS[-1] == 10_000_000_000
