@@ -666,6 +666,8 @@ class Service:
         yield from recorder_sources(self.recorder)()
         yield names.FEED_LAG, "s", {}, self.recorder.feed_lag.snapshot()
         yield names.LOOP_LAG, "s", {}, self.loop_lag.histogram.snapshot()
+        if self.audit is not None:
+            yield names.AUDIT_WRITE_DURATION, "s", {}, self.audit.write_duration.snapshot()
         for outcome, histogram in self._shutdown_durations.items():
             if histogram.count:
                 yield (
