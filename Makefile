@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run sim test lint typecheck check bench clean
+.PHONY: install run sim test lint typecheck check bench profile clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,9 +29,14 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
+## profile: svc run on the simulator under load, recorded by py-spy for 20 s (flamegraph in profiles/)
+profile: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" profiling/profile-run.sh --record 20
+
 lint: $(STAMP)
 	$(BIN)/ruff check svc tests bench deploy/k8s
 	$(BIN)/ruff format --check svc tests bench deploy/k8s
+	shellcheck profiling/*.sh
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict svc
