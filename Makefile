@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run sim test lint typecheck check bench profile clean
+.PHONY: install run sim test drills lint typecheck check bench profile clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+## drills: incident drills, svc run with one fault each against a real Prometheus (docs/drills.md)
+drills: $(STAMP)
+	$(BIN)/pytest -m drills
 
 ## profile: svc run on the simulator under load, recorded by py-spy for 20 s (flamegraph in profiles/)
 profile: $(STAMP)

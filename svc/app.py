@@ -668,6 +668,13 @@ class Service:
         yield names.LOOP_LAG, "s", {}, self.loop_lag.histogram.snapshot()
         if self.audit is not None:
             yield names.AUDIT_WRITE_DURATION, "s", {}, self.audit.write_duration.snapshot()
+        for (order_type, outcome), histogram in list(self._roundtrips.items()):
+            yield (
+                names.ORDER_ROUNDTRIP,
+                "s",
+                {names.ATTR_TYPE: order_type, names.ATTR_OUTCOME: outcome},
+                histogram.snapshot(),
+            )
         for outcome, histogram in self._shutdown_durations.items():
             if histogram.count:
                 yield (

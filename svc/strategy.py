@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from svc.drill import DRILL_KINDS
 from svc.errors import ConfigError
 from svc.model import Candle, Quote, Side, Signal, Trade
 
@@ -564,6 +565,8 @@ STRATEGY_KINDS: Mapping[str, _Kind] = {
         _build_ema, frozenset({"symbol", "interval", "quantity"}), _EMA_DEFAULTS
     ),
     "trade_flow": _Kind(_build_flow, frozenset({"symbol", "quantity"}), _FLOW_DEFAULTS),
+    # Fault injectors for the incident drills (docs/drills.md); never in a default config.
+    **{name: _Kind(*kind) for name, kind in DRILL_KINDS.items()},
 }
 
 

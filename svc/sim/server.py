@@ -651,7 +651,12 @@ class SimExchange:
         if request.path == "/api/v3/openOrders" and "symbol" not in request.query:
             weight = 80
         self._weight_used += weight
-        return self._weight_used
+        return self._weight_used + self.faults.extra_weight
+
+    def _used_weight(self, now_ms: int) -> int:
+        """This minute's request weight, including other clients' (``extra_weight``)."""
+        used = self._weight_used if now_ms // 60_000 == self._weight_minute else 0
+        return used + self.faults.extra_weight
 
     def _rate_limited(self) -> web.Response | None:
         now = self._now_ms()
@@ -663,8 +668,8 @@ class SimExchange:
                 self._banned_until_ms = now + int(self.faults.ban_seconds * 1000)
                 return self._limit_response(418, now, self._banned_until_ms)
             return self._limit_response(429, now, self._limited_until_ms)
-        if self._weight_used >= 6000 and now // 60_000 == self._weight_minute:
-            return self._limit_response(429, now, (self._weight_minute + 1) * 60_000)
+        if self._used_weight(now) >= 6000:
+            return self._limit_response(429, now, (now // 60_000 + 1) * 60_000)
         return None
 
     def _limit_response(self, status: int, now_ms: int, until_ms: int) -> web.Response:
@@ -683,6 +688,8 @@ class SimExchange:
             body=encode_error(-1003, msg), status=status, content_type="application/json"
         )
         response.headers["Retry-After"] = str(max(1, math.ceil((until_ms - now_ms) / 1000)))
+        # Binance reports the used weight on refused requests too; clients track it from there.
+        response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._used_weight(now_ms))
         return response
 
     async def _signed(self, request: web.Request) -> dict[str, str]:
@@ -828,6 +835,8 @@ class SimExchange:
             raise exchange_error(
                 -2010, "Quote order qty market orders are not support for this symbol."
             )
+        if self.faults.order_latency_ms:
+            await asyncio.sleep(self.faults.order_latency_ms / 1000)
         if self.faults.reject_next > 0:
             self.faults.reject_next -= 1
             raise exchange_error(-2010, "Rejected by the simulator (fault reject_next).")
@@ -965,16 +974,17 @@ class SimExchange:
 
 def _replay_frame(line: str) -> tuple[str, int | None]:
     """A capture line -> (the frame to send, its event time in ms if it has one)."""
+    # RecursionError: a hostile capture may nest deeper than the json module recurses.
     try:
         parsed = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return line, None
     frame = line
     if isinstance(parsed, dict) and isinstance(parsed.get("raw"), str):
         frame = parsed["raw"]
         try:
             parsed = json.loads(frame)
-        except ValueError:
+        except (ValueError, RecursionError):
             return frame, None
     payload = parsed.get("data", parsed) if isinstance(parsed, dict) else None
     event_ms = payload.get("E") if isinstance(payload, dict) else None
