@@ -38,7 +38,9 @@ line (a crash mid-write) is cut off, logged, and recorded as an ``audit.repaired
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -125,6 +127,12 @@ class AuditSink(Protocol):
         """Queue one record. Never blocks on I/O and never raises."""
         ...
 
+    async def wait_written(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until every critical record queued so far has reached the file (the OS, not
+        necessarily the disk): the write-ahead point for order commands. False if that did
+        not happen within ``timeout`` seconds or the write failed."""
+        ...
+
     def statistics(self) -> AuditStatistics: ...
 
 
@@ -154,6 +162,9 @@ class MemoryAuditSink:
         trace_id: str = "",
     ) -> None:
         self.records.append(AuditRecord(kind, payload, critical, ts_event, trace_id))
+
+    async def wait_written(self, timeout: float) -> bool:  # noqa: ASYNC109, ARG002
+        return True
 
     def kinds(self) -> list[str]:
         return [record.kind for record in self.records]
@@ -236,6 +247,9 @@ class AuditJournal:
         self._done = [0, 0]  # [critical, normal] written (or lost) and fsynced
         self._lost_upto = [0, 0]  # [critical, normal] position of the last lost record
         self._flush_floor = [0, 0]  # [critical, normal] what the previous flush() covered
+        # wait_written(): (critical records that must be settled, loop, future), resolved by
+        # the writer after each critical chunk.
+        self._waiters = _WriteWaiters()
         self._written = 0
         self._write_errors = 0
         self._lost = 0
@@ -245,9 +259,7 @@ class AuditJournal:
         self._durations: collections.deque[int] = collections.deque(maxlen=_DURATION_RING)
         self.write_duration = LatencyHistogram()
         """Every write's duration (``svc.audit.write.duration``), recorded by the writer."""
-        self._fsyncs = 0
-        self._last_fsync_duration = 0
-        self._max_fsync_duration = 0
+        self._fsyncs = self._last_fsync_duration = self._max_fsync_duration = 0
 
         # Owned by the writer thread once started:
         self._file: AuditFile | None = None
@@ -486,7 +498,46 @@ class AuditJournal:
         for chunk in chunks:
             self._write_chunk(chunk, tier)
 
+    async def wait_written(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """See ``AuditSink.wait_written``. Call from the event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        with self._lock:
+            target = self._accepted[0]
+            if self._state not in ("running", "stopping"):
+                return False
+            if self._waiters.written >= target:
+                return self._lost_upto[0] < target
+            self._waiters.waiting.append((target, loop, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+
+    def _settle_waiters(self, count: int) -> None:
+        """``count`` more critical records are written (or lost): resolve their waiters."""
+        waiters = self._waiters
+        with self._lock:
+            waiters.written += count
+            settled = waiters.written
+            lost = self._lost_upto[0]
+            ready = [w for w in waiters.waiting if w[0] <= settled]
+            if not ready:
+                return
+            waiters.waiting = [w for w in waiters.waiting if w[0] > settled]
+        for target, loop, future in ready:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, future, lost < target)
+
     def _write_chunk(self, chunk: list[_Pending], tier: int) -> None:
+        assert self._file is not None
+        try:
+            self._write_chunk_unsettled(chunk, tier)
+        finally:
+            if tier == 0:
+                self._settle_waiters(len(chunk))
+
+    def _write_chunk_unsettled(self, chunk: list[_Pending], tier: int) -> None:
         assert self._file is not None
         self._taken[tier] += len(chunk)
         seq, prev = self._seq, self._prev
@@ -627,6 +678,22 @@ class AuditJournal:
             self._seq, self._prev = record["seq"], record["hash"]
         self._offset = size
         return repair
+
+
+class _WriteWaiters:
+    """``wait_written`` futures and how many critical records are written (or lost) so
+    far; guarded by the journal's lock, resolved by the writer thread."""
+
+    __slots__ = ("waiting", "written")
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.waiting: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[bool]]] = []
+
+
+def _resolve(future: asyncio.Future[bool], ok: bool) -> None:  # noqa: FBT001  (call_soon args)
+    if not future.done():
+        future.set_result(ok)
 
 
 def _lock_exclusively(path: Path) -> BinaryIO:

@@ -124,12 +124,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_file: str = ""
     strategies: tuple[dict[str, Any], ...] = ()
+    """Strategy specs (``kind`` plus parameters); empty: the defaults of ``default_strategies``."""
     shard_count: int = 1
     """Replicas sharing ``symbols``; each trades a deterministic, balanced subset."""
     shard_index: int = -1
     """This replica's shard, 0..shard_count-1; -1 takes the StatefulSet ordinal at the end of
     ``HOSTNAME`` (``svc-2`` -> 2) when ``shard_count`` > 1, else 0."""
-    """Strategy specs (``kind`` plus parameters); empty: the defaults of ``default_strategies``."""
     sim: SimSection = SimSection()
     feed: FeedSection = FeedSection()
     risk: RiskSection = RiskSection()
@@ -251,6 +251,10 @@ def build_config(
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except OSError as error:
             raise ConfigError("config", f"cannot read {str(file)!r}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                "config", f"{str(file)!r} is not UTF-8 text (byte {error.start})"
+            ) from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError("config", f"{str(file)!r} is not valid TOML: {error}") from None
     env = _coerce_strings(_from_env(os.environ if environ is None else environ), Config, "")

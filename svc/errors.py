@@ -16,7 +16,8 @@
         │   ├── DuplicateOrder       -2010 "Duplicate order sent." (newClientOrderId reused)
         │   ├── InsufficientBalance  -2010 "Account has insufficient balance ..."
         │   └── FilterViolation      -1013 PRICE_FILTER / LOT_SIZE / NOTIONAL failures
-        └── UnknownOrder             -2011 cancel rejected / -2013 order does not exist
+        ├── UnknownOrder             -2011 cancel rejected / -2013 order does not exist
+        └── AuditUnavailable         not sent: the audit journal could not record it first
 
 Catch the narrowest type. ``exchange_error(code, msg, http_status=...)`` maps a Binance error
 body to the right class; the simulator and the client side share that table.
@@ -109,6 +110,12 @@ class FilterViolation(OrderRejected):
 
 class UnknownOrder(ExchangeError):
     """-2011 cancel rejected / -2013 the order does not exist."""
+
+
+class AuditUnavailable(ExchangeError):
+    """Raised by svc, not the exchange: an order command was not sent because the audit
+    journal could not record it first (write-ahead; see ``svc.orders.OrderManager``). Under
+    ``ExchangeError`` so the order path handles it like any other refusal before matching."""
 
 
 _AUTH_CODES = frozenset({-1002, -1022, -2014, -2015})

@@ -45,6 +45,7 @@ from typing import Any, Literal
 from svc.audit import AuditSink
 from svc.clock import SYSTEM_CLOCK, Clock
 from svc.errors import (
+    AuditUnavailable,
     AuthenticationFailed,
     ConfigError,
     DuplicateOrder,
@@ -493,9 +494,13 @@ class OrderManager:
     Submit policy (``submit``):
 
     * The order is tracked as PENDING_NEW and audited before it is sent, so a report that
-      races the REST response finds it. A client order id is never sent twice: ``submit``
-      of a tracked id raises ``DuplicateOrder`` without calling the exchange. To retry, build
-      a new order (it gets a new id).
+      races the REST response finds it. It is sent only once its ``order.new`` record has
+      reached the journal file (``AuditSink.wait_written``; not necessarily fsynced): if the
+      journal cannot take it within ``write_ahead_timeout``, the order is REJECTED and
+      ``AuditUnavailable`` raised, since an unjournaled order could not be reconciled. A
+      client order id is never sent twice: ``submit`` of a tracked id raises
+      ``DuplicateOrder`` without calling the exchange. To retry, build a new order (it gets
+      a new id).
     * ``OrderRejected`` (including ``DuplicateOrder``, ``InsufficientBalance``,
       ``FilterViolation``): the order is REJECTED with the exchange's message; ``submit``
       returns normally. A ``DuplicateOrder`` from the exchange means an id was reused across
@@ -526,10 +531,12 @@ class OrderManager:
         id_family: str | None = None,
         positions: Positions | None = None,
         max_terminal_orders: int = 10_000,
+        write_ahead_timeout: float = 2.0,
     ) -> None:
         client_order_id(id_prefix, "strategy", start_seq)  # fail at start, not at first order
         self._exchange = exchange
         self._audit = audit
+        self._write_ahead_timeout = write_ahead_timeout
         self._rules = rules
         self._clock = clock
         self._prefix = id_prefix
@@ -584,6 +591,14 @@ class OrderManager:
         tracked = TrackedOrder(order=order, sent_ns=now, updated_ns=now)
         self._orders[order.client_order_id] = tracked
         self._audit.record(AUDIT_ORDER_NEW, _command_payload(order), critical=True, ts_event=now)
+        # Write-ahead: the command is in the journal file before it leaves, so a crash
+        # (kill -9) at any later moment leaves a record for reconciliation to settle.
+        if not await self._audit.wait_written(self._write_ahead_timeout):
+            error = AuditUnavailable(
+                0, f"audit journal did not take order.new within {self._write_ahead_timeout} s"
+            )
+            self._reject(tracked, error)
+            raise error
         try:
             update = await self._exchange.new_order(order)
         except OrderRejected as error:

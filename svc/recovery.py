@@ -4,9 +4,10 @@ Before the service trades it rebuilds what earlier runs left behind and checks i
 exchange (``reconcile``):
 
 1. ``read_journal`` replays the journal: every order it sent (``order.new``), the last state
-   the journal saw for each, and every booked fill (``order.fill``). A torn final line (a
-   crash mid-write) is ignored here; ``AuditJournal.start`` cuts it off and records the
-   repair.
+   the journal saw for each, and every booked fill (``order.fill``). An order is unsettled
+   until its state is terminal and its booked fills add up to what the exchange reported.
+   A torn final line (a crash mid-write) is ignored here; ``AuditJournal.start`` cuts it
+   off and records the repair.
 2. Positions are rebuilt from the journal's fills, so a restart keeps the inventory the
    service built (and ``emergency.flatten`` can close it).
 3. Every order the journal left unsettled (sent, or acknowledged and still open) is queried
@@ -19,7 +20,8 @@ exchange (``reconcile``):
 5. Balances are fetched and audited beside the rebuilt positions; a long position larger
    than the balance of its base asset is logged as a mismatch.
 
-Any ``ExchangeError`` propagates: the caller keeps the service unready and retries.
+Any ``ExchangeError`` propagates before anything is booked or audited: the caller keeps the
+service unready and retries from the same journal state.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import msgspec
 from svc.audit import AuditSink
 from svc.errors import ConfigError, ExchangeError, UnknownOrder
 from svc.exchange import ExchangeClient
-from svc.model import NewOrder
+from svc.model import Balance, NewOrder, OrderUpdate
 from svc.orders import (
     AUDIT_ORDER_FILL,
     AUDIT_ORDER_NEW,
@@ -64,10 +66,14 @@ class JournalOrder:
     order_id: int = 0
     filled_quantity: Decimal = _ZERO
     filled_quote: Decimal = _ZERO
+    reported_quantity: Decimal = _ZERO
+    """The largest cumulative fill the exchange reported for it in the journal's updates."""
 
     @property
     def settled(self) -> bool:
-        return self.state in _TERMINAL
+        # A terminal state whose fills the journal did not all book (a crash between the
+        # update and its fill records) still needs the exchange to book the rest.
+        return self.state in _TERMINAL and self.filled_quantity >= self.reported_quantity
 
 
 @dataclasses.dataclass(slots=True)
@@ -129,6 +135,9 @@ def read_journal(path: Path) -> JournalState:
         order_id = data.get("order_id")
         if isinstance(order_id, int) and order_id > 0:
             known.order_id = order_id
+        reported = data.get("filled_quantity")
+        if isinstance(reported, str):
+            known.reported_quantity = max(known.reported_quantity, Decimal(reported))
     return state
 
 
@@ -170,6 +179,38 @@ def _decode(line: bytes, *, final: bool) -> dict[str, Any]:
     )
 
 
+async def _ask(
+    exchange: ExchangeClient, unsettled: Sequence[JournalOrder], symbols: Sequence[str]
+) -> tuple[dict[str, OrderUpdate | UnknownOrder], list[OrderUpdate], dict[str, Balance]]:
+    """Everything reconciliation needs from the exchange (``ExchangeError`` propagates)."""
+    answers: dict[str, OrderUpdate | UnknownOrder] = {}
+    for entry in unsettled:
+        client_id = entry.order.client_order_id
+        try:
+            answers[client_id] = await exchange.query_order(entry.order.symbol, client_id)
+        except UnknownOrder as error:
+            answers[client_id] = error
+    open_on_exchange = [
+        update for symbol in symbols for update in await exchange.open_orders(symbol)
+    ]
+    return answers, open_on_exchange, await exchange.balances()
+
+
+def _book_fills(orders: OrderManager, fills: Sequence[dict[str, Any]], traded: set[str]) -> None:
+    """Positions from the journal's fills of the ``traded`` symbols."""
+    for fill in fills:
+        if fill["symbol"] not in traded:
+            continue
+        orders.positions.apply_fill(
+            fill["symbol"],
+            "BUY" if fill["side"] == "BUY" else "SELL",
+            Decimal(fill["quantity"]),
+            Decimal(fill["quote"]),
+            commission=Decimal(fill.get("commission", "0")),
+            commission_asset=fill.get("commission_asset", ""),
+        )
+
+
 def _new_order(data: dict[str, Any]) -> NewOrder:
     return NewOrder(
         client_order_id=data["client_order_id"],
@@ -193,59 +234,52 @@ async def reconcile(
     symbols: Sequence[str],
     unknown_orders: UnknownOrders,
 ) -> ReconcileReport:
-    """Rebuild positions and orders from ``journal`` and settle them with the exchange."""
+    """Rebuild positions and orders from ``journal`` and settle them with the exchange.
+
+    Everything is asked of the exchange before anything is booked or audited, so an
+    ``ExchangeError`` leaves ``orders`` and ``audit`` untouched and the caller can retry
+    from the same ``journal`` without booking a fill twice.
+    """
     traded = set(symbols)
-    for fill in journal.fills:
-        orders.positions.apply_fill(
-            fill["symbol"],
-            "BUY" if fill["side"] == "BUY" else "SELL",
-            Decimal(fill["quantity"]),
-            Decimal(fill["quote"]),
-            commission=Decimal(fill.get("commission", "0")),
-            commission_asset=fill.get("commission_asset", ""),
-        )
+    # Another shard's orders and fills: its owner settles and books them.
+    unsettled = [entry for entry in journal.unsettled() if entry.order.symbol in traded]
+    answers, open_on_exchange, balances = await _ask(exchange, unsettled, symbols)
+    _book_fills(orders, journal.fills, traded)
     recovered: list[str] = []
     not_placed: list[str] = []
-    for entry in journal.unsettled():
-        if entry.order.symbol not in traded:
-            continue  # another shard's order: its owner settles it
+    for entry in unsettled:
         tracked = orders.restore(
             entry.order,
             order_id=entry.order_id,
             filled_quantity=entry.filled_quantity,
             filled_quote=entry.filled_quote,
         )
-        try:
-            update = await exchange.query_order(entry.order.symbol, entry.order.client_order_id)
-        except UnknownOrder as error:
-            orders.not_placed(tracked, f"unknown to the exchange at reconciliation: {error.msg}")
+        answer = answers[entry.order.client_order_id]
+        if isinstance(answer, UnknownOrder):
+            orders.not_placed(tracked, f"unknown to the exchange at reconciliation: {answer.msg}")
             not_placed.append(entry.order.client_order_id)
             continue
-        orders.recovered(tracked, update)
+        orders.recovered(tracked, answer)
         recovered.append(entry.order.client_order_id)
-    open_count = 0
     adopted: list[str] = []
     canceled: list[str] = []
     ignored: list[str] = []
-    for symbol in symbols:
-        for update in await exchange.open_orders(symbol):
-            open_count += 1
-            client_id = update.client_order_id
-            if orders.get(client_id) is not None or client_id in journal.orders:
-                continue  # ours, recovered above (or settled: the exchange is behind)
-            if unknown_orders == "ignore":
-                ignored.append(client_id)
+    for update in open_on_exchange:
+        client_id = update.client_order_id
+        if orders.get(client_id) is not None or client_id in journal.orders:
+            continue  # ours, recovered above (or settled: the exchange is behind)
+        if unknown_orders == "ignore":
+            ignored.append(client_id)
+            continue
+        orders.adopt(update)
+        adopted.append(client_id)
+        if unknown_orders == "cancel":
+            try:
+                await orders.cancel(client_id, "reconcile: unknown order")
+            except ExchangeError as error:
+                log.error("reconcile: could not cancel unknown order %s: %s", client_id, error)
                 continue
-            orders.adopt(update)
-            adopted.append(client_id)
-            if unknown_orders == "cancel":
-                try:
-                    await orders.cancel(client_id, "reconcile: unknown order")
-                except ExchangeError as error:
-                    log.error("reconcile: could not cancel unknown order %s: %s", client_id, error)
-                    continue
-                canceled.append(client_id)
-    balances = await exchange.balances()
+            canceled.append(client_id)
     positions: dict[str, str] = {}
     mismatches: list[str] = []
     for symbol in symbols:
@@ -263,7 +297,7 @@ async def reconcile(
         journal_orders=len(journal.orders),
         recovered=tuple(recovered),
         not_placed=tuple(not_placed),
-        open_on_exchange=open_count,
+        open_on_exchange=len(open_on_exchange),
         adopted=tuple(a for a in adopted if a not in canceled),
         canceled=tuple(canceled),
         ignored=tuple(ignored),

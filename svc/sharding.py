@@ -26,7 +26,7 @@ def shard_of(*, shard_index: int, shard_count: int, environ: Mapping[str, str]) 
         return 0
     hostname = environ.get("HOSTNAME", "")
     _, _, ordinal = hostname.rpartition("-")
-    if not ordinal.isdigit():
+    if not (ordinal.isascii() and ordinal.isdigit()):  # str.isdigit also takes "²"
         raise ConfigError(
             "shard_index",
             f"-1 takes the StatefulSet ordinal from HOSTNAME, but HOSTNAME={hostname!r} does "

@@ -610,3 +610,86 @@ def test_memory_sink_records_calls_as_made() -> None:
     assert sink.records[0] == ("intent", {"side": "BUY"}, False, 5, "t1")
     assert sink.records[1].critical
     assert sink.statistics().recorded == 2
+
+
+# ------------------------------------------------------------------ write-ahead for orders
+
+
+async def test_wait_written_returns_once_the_record_is_in_the_file(
+    journal_factory: Callable[..., AuditJournal], journal_path: Path
+) -> None:
+    gate = threading.Event()
+    opener, _files = gated_opener(gate)
+    journal = journal_factory(opener=opener, fsync="never")
+    journal.start()
+    journal.record("order.new", {"client_order_id": "a-1"}, critical=True)
+    waiting = asyncio.ensure_future(journal.wait_written(5.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "returned before the writer could write"
+    gate.set()
+    assert await waiting is True
+    assert [r["data"]["client_order_id"] for r in lines_of(journal_path)] == ["a-1"]
+    assert await journal.wait_written(1.0) is True  # nothing pending: at once
+
+
+async def test_wait_written_is_false_when_the_write_fails_or_takes_too_long(
+    journal_factory: Callable[..., AuditJournal], journal_path: Path
+) -> None:
+    failing = journal_factory(opener=lambda path: FailingFile(path, failures=1))
+    failing.start()
+    failing.record("order.new", {"client_order_id": "b-1"}, critical=True)
+    assert await failing.wait_written(5.0) is False
+    failing.record("order.new", {"client_order_id": "b-2"}, critical=True)
+    assert await failing.wait_written(5.0) is True
+    failing.stop(5)
+    stuck_gate = threading.Event()
+    opener, _files = gated_opener(stuck_gate)
+    stuck = AuditJournal(path=journal_path.with_name("stuck.jsonl"), opener=opener)
+    stuck.start()
+    try:
+        stuck.record("order.new", {"client_order_id": "c-1"}, critical=True)
+        assert await stuck.wait_written(0.1) is False
+    finally:
+        stuck_gate.set()
+        stuck.stop(5)
+
+
+async def test_an_order_is_not_sent_when_the_journal_cannot_record_it_first(
+    tmp_path: Path,
+) -> None:
+    from svc.errors import AuditUnavailable  # noqa: PLC0415
+    from svc.exchange import FakeExchange  # noqa: PLC0415
+    from svc.model import NewOrder  # noqa: PLC0415
+    from svc.orders import OrderManager, OrderState  # noqa: PLC0415
+    from tests.recorded import recorded_rules  # noqa: PLC0415
+
+    rules = {"BTCUSDT": recorded_rules("BTCUSDT")}
+    exchange = FakeExchange(rules=rules, prices={"BTCUSDT": Decimal(60_000)})
+    gate = threading.Event()
+    opener, _files = gated_opener(gate)
+    journal = AuditJournal(path=tmp_path / "j.jsonl", opener=opener)
+    journal.start()
+    orders = OrderManager(
+        exchange=exchange, audit=journal, rules=rules, id_prefix="svct", write_ahead_timeout=0.1
+    )
+    order = NewOrder(
+        client_order_id="svct-x-1",
+        symbol="BTCUSDT",
+        side="BUY",
+        order_type="MARKET",
+        quantity=Decimal("0.001"),
+        price=Decimal(0),
+        time_in_force="",
+        strategy="x",
+        ts_init=0,
+    )
+    try:
+        with pytest.raises(AuditUnavailable):
+            await orders.submit(order)
+        assert not [c for c in exchange.calls if c[0] == "new_order"]
+        tracked = orders.get("svct-x-1")
+        assert tracked is not None
+        assert tracked.state is OrderState.REJECTED
+    finally:
+        gate.set()
+        journal.stop(5)
