@@ -69,6 +69,7 @@ _SHUTDOWN_CAPS = {
     "close_exchange": 3.0,
     "stop_health": 2.0,
     "flush_telemetry": 5.0,
+    "stop_tasks": 5.0,
 }
 """Each shutdown step's own cap (seconds); the whole path is bounded by the budget."""
 _CLOSING_SHARE = 0.25
@@ -425,8 +426,7 @@ class Service:
                 # The trading half of the shutdown runs while the bus still consumes, so
                 # an order being submitted finishes and the order tier can be drained.
                 await self._shutdown_trading(fatal=False)
-                for task in tasks.values():
-                    task.cancel()
+                await _cancel_and_wait(tasks, within=_SHUTDOWN_CAPS["stop_tasks"])
         except* ExchangeError as group_error:
             raise group_error.exceptions[0] from None
         finally:
@@ -646,7 +646,10 @@ class Service:
         if telemetry is not None:
 
             async def flush_telemetry() -> None:
-                if not await asyncio.to_thread(telemetry.shutdown, max(0.1, path.remaining())):
+                # Bounded by the step's own cap too: the worker thread outlives a step that
+                # times out, and the event loop's executor joins it before the process exits.
+                timeout = min(_SHUTDOWN_CAPS["flush_telemetry"], path.remaining())
+                if not await asyncio.to_thread(telemetry.shutdown, max(0.1, timeout)):
                     raise StepFailed("telemetry did not flush (is the collector down?)")
 
             await path.step(
@@ -1234,6 +1237,28 @@ class Service:
                     f"p99={stage['p99_us']:.1f}us\n"
                 )
         out.flush()
+
+
+async def _cancel_and_wait(tasks: dict[str, asyncio.Task[Any]], *, within: float) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again every 0.5 s: on Python 3.11 an
+    ``asyncio.wait_for`` inside a task (python-binance's ``recv``) can swallow one
+    cancellation (cpython#86296). Tasks still running after ``within`` seconds are logged."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pending = {task for task in tasks.values() if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        _done, pending = await asyncio.wait(pending, timeout=min(0.5, left))
+    if pending:
+        log.error(
+            "tasks still running %.0f s after their cancellation: %s",
+            within,
+            ", ".join(sorted(task.get_name() for task in pending)),
+        )
 
 
 def _base36(number: int) -> str:
