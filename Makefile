@@ -49,8 +49,10 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## bench: every benchmark, quick mode (tables on stdout, JSON + PNG in bench/results/)
+## bench: every benchmark in full (about 20 minutes), then bench/README.md from the results
 bench: $(STAMP)
-	$(BIN)/python -m bench decode --quick
+	for name in decode pipeline e2e roadmap export gc; do $(BIN)/python -m bench $$name || exit 1; done
+	$(BIN)/python -m bench report
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

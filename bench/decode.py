@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from bench.machine import describe
 from svc.binance.streams import FrameDecoder
 from svc.model import UnknownEvent
 
@@ -256,23 +256,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "msgspec": msgspec.__version__,
-        "orjson": orjson.__version__,
-    }
+    return describe("msgspec", "orjson")
 
 
 def check(frames: dict[str, bytes], decoders: dict[str, Decode]) -> None:

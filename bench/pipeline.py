@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.metadata
 import io
 import json
 import statistics
@@ -75,7 +74,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
-from bench.decode import data_dir, machine, write_json
+from bench.decode import data_dir, write_json
+from bench.machine import describe
 from svc import __version__, names
 from svc.app import Service
 from svc.bus import BackpressureTier, EventBus
@@ -104,6 +104,7 @@ TRADE_SYMBOL = "LTCUSDT"
 INTERVAL = "1h"
 STREAMS = [f"{KLINE_SYMBOL.lower()}@kline_{INTERVAL}", f"{TRADE_SYMBOL.lower()}@aggTrade"]
 CONFIG = Config(symbols=(KLINE_SYMBOL, TRADE_SYMBOL), intervals=(INTERVAL,))
+MAX_TRACES_PER_SECOND = CONFIG.telemetry.max_traces_per_second  # svc's default trace cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +400,7 @@ def svc_rig() -> Rig:
     service.tracer = TickTracer(
         ratio=SAMPLING_RATIO,
         slow_threshold_ns=int(CONFIG.telemetry.slow_tick_ms * 1_000_000),
+        max_per_second=MAX_TRACES_PER_SECOND,
     )
     # environ={}: no OTLP endpoint from the caller's shell; spans go to `processor` below.
     telemetry = setup_telemetry(
@@ -671,11 +673,7 @@ def run(plan: Plan) -> tuple[dict[str, Any], dict[str, list[Run]]]:
             "scrape_interval_s": SCRAPE_INTERVAL_S,
             "frames": "BTCUSDT 1h klines and LTCUSDT aggTrades, 2:1, cycled forward in time",
         },
-        "machine": {
-            **machine(),
-            "uvloop": uvloop.__version__,
-            "opentelemetry-sdk": importlib.metadata.version("opentelemetry-sdk"),
-        },
+        "machine": describe("msgspec", "orjson", "uvloop", "opentelemetry-sdk"),
         **summarize(runs),
         "per_call_us": per_call_costs(),
         "cdf": {mode: cdf_points(runs[mode]) for mode in MODES},
