@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run sim test drills lint typecheck check bench profile clean
+.PHONY: install run sim test drills reliability lint typecheck check bench profile clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,20 @@ test: $(STAMP)
 drills: $(STAMP)
 	$(BIN)/pytest -m drills
 
+## reliability: the fault-injection suite, then docs/reliability.md from its outcomes
+reliability: $(STAMP)
+	mkdir -p build
+	SVC_RELIABILITY_REPORT=build/reliability.json $(BIN)/pytest -m faults; \
+	rc=$$?; $(BIN)/python tools/reliability_report.py build/reliability.json -o docs/reliability.md; \
+	exit $$rc
+
 ## profile: svc run on the simulator under load, recorded by py-spy for 20 s (flamegraph in profiles/)
 profile: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" profiling/profile-run.sh --record 20
 
 lint: $(STAMP)
-	$(BIN)/ruff check svc tests bench deploy/k8s
-	$(BIN)/ruff format --check svc tests bench deploy/k8s
+	$(BIN)/ruff check svc tests bench deploy/k8s tools
+	$(BIN)/ruff format --check svc tests bench deploy/k8s tools
 	shellcheck profiling/*.sh
 
 typecheck: $(STAMP)

@@ -311,6 +311,11 @@ def validate(config: Config) -> None:
     _non_negative("telemetry.max_traces_per_second", config.telemetry.max_traces_per_second)
     if not -1 <= config.telemetry.health_port <= 65535:
         raise ConfigError("telemetry.health_port", "expected a port 0-65535, or -1 to disable")
+    if not config.telemetry.health_host.strip():
+        # An empty host makes aiohttp listen on every interface: say so explicitly instead.
+        raise ConfigError(
+            "telemetry.health_host", "expected an address to listen on, like 127.0.0.1 or 0.0.0.0"
+        )
     _positive("telemetry.loop_lag_interval", config.telemetry.loop_lag_interval)
     _validate_operations(config)
     if not config.audit.path:

@@ -90,6 +90,20 @@ class Backoff:
         self.attempt = 0
 
 
+MAX_STATISTICS_KEYS = 256
+"""Distinct malformed reasons and unknown event types a feed counts, and distinct streams
+beyond the subscribed ones. The keys come from the frames: garbage must not grow memory, the
+summary or metric cardinality without bound. Later keys are counted under ``OTHER``."""
+OTHER = "(other)"
+
+
+def _count(counter: Counter[str], key: str) -> None:
+    if key in counter or len(counter) < MAX_STATISTICS_KEYS:
+        counter[key] += 1
+    else:
+        counter[OTHER] += 1
+
+
 @dataclass(slots=True)
 class FeedStatistics:
     messages: Counter[tuple[type, str, str]] = field(default_factory=Counter)
@@ -153,7 +167,9 @@ async def _supervise(
     error and propagates to the caller's supervisor.
     """
     failures = 0
+    this = asyncio.current_task()
     while True:
+        _raise_if_cancelling(this)
         started = clock.monotonic_ns()
         context = open_socket()
         try:
@@ -208,12 +224,15 @@ async def _read(
     queue holds only 100 messages); ``recv()`` and the watchdog run only when it is empty.
     """
     backlog: asyncio.Queue[Any] | None = getattr(socket, "_queue", None)
+    this = asyncio.current_task()
     while True:
+        _raise_if_cancelling(this)
         if backlog is not None and not backlog.empty():
             message = backlog.get_nowait()
         else:
             try:
-                message = await asyncio.wait_for(socket.recv(), settings.watchdog_seconds)
+                async with asyncio.timeout(settings.watchdog_seconds):
+                    message = await socket.recv()
             except TimeoutError:
                 return "silent"
             except Exception as error:  # noqa: BLE001  (python-binance's ReadLoopClosed and kin)
@@ -227,6 +246,18 @@ async def _read(
             statistics.reconnects[reason] += 1
             continue  # python-binance reconnects by itself; missed klines are backfilled
         await on_message(message)
+
+
+def _raise_if_cancelling(task: asyncio.Task[Any] | None) -> None:
+    """Honour a pending cancellation that an ``asyncio.wait_for`` swallowed.
+
+    On Python 3.11 ``wait_for`` loses a cancellation that arrives as its inner awaitable
+    completes (cpython#86296, fixed in 3.12); python-binance's ``recv()`` uses it, so a
+    stop could leave the feed reading forever. ``Task.cancelling()`` still records the
+    request, and the read loops check it on every pass.
+    """
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class MarketFeed:
@@ -255,6 +286,7 @@ class MarketFeed:
         self._recorder = recorder
         self._tracer = tracer
         self._last_closed: dict[tuple[str, str], int] = {}
+        self._message_keys = MAX_STATISTICS_KEYS + len(streams)
         self._kline_streams = [
             (s.partition("@")[0].upper(), s.partition("@kline_")[2])
             for s in streams
@@ -302,7 +334,7 @@ class MarketFeed:
         try:
             event = self._decoder.decode(message, ts_init)
         except DecodeError as error:
-            self.statistics.malformed[f"{error.field}: {error.reason}"] += 1
+            _count(self.statistics.malformed, f"{error.field}: {error.reason}")
             return
         parsed = time.perf_counter_ns()
         recorder = self._recorder
@@ -310,18 +342,28 @@ class MarketFeed:
             recorder.parse.record(parsed - started)
         self.statistics.last_message_ns = ts_init
         if isinstance(event, UnknownEvent):
-            self.statistics.unknown[event.event_type] += 1
+            _count(self.statistics.unknown, event.event_type)
             return
         if __debug__ and not _plausible(event):
             # Development builds check what the types cannot; `python -O` skips this.
             self.statistics.malformed["invariant: implausible values"] += 1
             return
+        if isinstance(event, Candle) and not _kline_times_match(event):
+            # Always checked: one kline with a corrupt open time would move the gap
+            # detector's baseline, and every later kline would be dropped as a duplicate.
+            _count(self.statistics.malformed, "invariant: kline times do not match the interval")
+            return
+        key: tuple[type, str, str]
         if isinstance(event, Candle):
-            self.statistics.messages[(Candle, event.symbol, event.interval)] += 1
-            if not await self._check_gap(event):
-                return
+            key = (Candle, event.symbol, event.interval)
         else:
-            self.statistics.messages[(type(event), getattr(event, "symbol", ""), "")] += 1
+            key = (type(event), getattr(event, "symbol", ""), "")
+        messages = self.statistics.messages
+        if key not in messages and len(messages) >= self._message_keys:
+            key = (key[0], OTHER, "")
+        messages[key] += 1
+        if isinstance(event, Candle) and not await self._check_gap(event):
+            return
         if recorder is not None:
             recorder.feed_lag.record(ts_init - event.ts_event)
         tracer = self._tracer
@@ -384,6 +426,12 @@ class MarketFeed:
         self.statistics.backfilled += len(filled)
         self.statistics.unfilled += wanted - len(filled)
         log.info("backfilled %d of %d %s %s klines", len(filled), wanted, symbol, interval)
+
+
+def _kline_times_match(candle: Candle) -> bool:
+    """Binance closes a kline 1 ms before the next one opens: ``T = t + interval - 1 ms``."""
+    step = INTERVAL_NS.get(candle.interval)
+    return step is None or candle.close_time - candle.open_time == step - NS_PER_MS
 
 
 def _plausible(event: Event) -> bool:
@@ -452,7 +500,7 @@ class UserDataFeed:
         try:
             event = self._decoder.decode(raw, self._clock.time_ns())
         except DecodeError as error:
-            self.statistics.malformed[f"{error.field}: {error.reason}"] += 1
+            _count(self.statistics.malformed, f"{error.field}: {error.reason}")
             return
         self.statistics.messages[(type(event), "user", "")] += 1
         if isinstance(event, OrderUpdate):

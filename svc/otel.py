@@ -946,9 +946,11 @@ def setup_telemetry(
     )
     span_processor: _CountingBatchSpanProcessor | None = None
     if traces_endpoint:
-        span_processor = _CountingBatchSpanProcessor(
-            _span_exporter(traces_protocol, traces_endpoint), meter_provider=meter_provider
-        )
+        exporter = _span_exporter(traces_protocol, traces_endpoint)
+        try:
+            span_processor = _CountingBatchSpanProcessor(exporter, meter_provider=meter_provider)
+        except ValueError as error:  # OTEL_BSP_* values the SDK refuses (batch > queue, ...)
+            raise ConfigError("OTEL_BSP_*", str(error)) from None
         tracer_provider.add_span_processor(span_processor)
 
     telemetry = Telemetry(

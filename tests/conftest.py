@@ -12,6 +12,8 @@ import pytest
 
 from tests.recorded import BINANCE_DATA_ENV_VAR, data_dir
 
+pytest_plugins = ["tests.matrix_plugin"]  # the reliability matrix: `faults` marker, report
+
 
 @pytest.fixture(scope="session")
 def binance_data() -> Path:

@@ -16,14 +16,24 @@ a well-formed frame of a type svc does not handle comes back as ``UnknownEvent``
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Generic, NamedTuple, TypeVar
+from functools import cache
+from typing import Annotated, Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType, field
 
-from svc.binance._codec import NS_PER_MS, decode_as, encode, field_of, reason_of
+from svc.binance._codec import (
+    INVALID_UTF8,
+    NESTED_TOO_DEEPLY,
+    NS_PER_MS,
+    decode_as,
+    encode,
+    field_of,
+    reason_of,
+)
 from svc.errors import DecodeError
 from svc.model import (
     AccountUpdate,
@@ -42,9 +52,29 @@ from svc.model import (
 
 P = TypeVar("P")
 """The number type of price and quantity fields: ``str`` as on the wire (the simulator
-encodes exact decimal strings); when decoding, ``float`` for market data and ``Decimal`` for
-user data. msgspec converts in C (``strict=False`` lets it read numbers from strings) and
-reports a malformed number with its JSON path."""
+encodes exact decimal strings); when decoding, ``MarketNumber`` for market data and
+``Decimal`` for user data. msgspec converts in C (``strict=False`` lets it read numbers from
+strings) and reports a malformed number with its JSON path."""
+
+MarketNumber = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+"""A market-data price or quantity: finite and not negative. msgspec's lax mode also reads
+the strings "NaN" and "Infinity" as floats; these bounds refuse them, in C (NaN fails every
+comparison), with the field's path."""
+
+
+@cache
+def _wire_names(kind: type) -> tuple[tuple[str, str], ...]:
+    return tuple((f.name, f.encode_name) for f in msgspec.structs.fields(kind))
+
+
+def _finite_decimals(struct: msgspec.Struct) -> None:
+    """``__post_init__`` of the user-data structs: lax mode reads "NaN", "sNaN" and "Infinity"
+    as Decimals too, and an order's quantities must be numbers. msgspec turns the ValueError
+    into a validation error at the struct's path; the reason names the field."""
+    for name, wire in _wire_names(type(struct)):
+        value = getattr(struct, name)
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise ValueError(f"`{wire}` is not a finite number")
 
 
 class KlineBar(msgspec.Struct, Generic[P], kw_only=True):
@@ -166,11 +196,17 @@ class ExecutionReportEvent(
     working_time: int | UnsetType = field(name="W", default=UNSET)
     self_trade_prevention: str | UnsetType = field(name="V", default=UNSET)
 
+    def __post_init__(self) -> None:
+        _finite_decimals(self)
+
 
 class BalanceEntry(msgspec.Struct, Generic[P], kw_only=True):
     asset: str = field(name="a")
     free: P = field(name="f")
     locked: P = field(name="l")
+
+    def __post_init__(self) -> None:
+        _finite_decimals(self)
 
 
 class AccountPositionEvent(
@@ -208,6 +244,9 @@ class FuturesOrder(msgspec.Struct, Generic[P], kw_only=True):
     position_side: str = field(name="ps", default="BOTH")
     realized_profit: P | UnsetType = field(name="rp", default=UNSET)
 
+    def __post_init__(self) -> None:
+        _finite_decimals(self)
+
 
 class OrderTradeUpdateEvent(
     msgspec.Struct, Generic[P], kw_only=True, tag="ORDER_TRADE_UPDATE", tag_field="e"
@@ -223,6 +262,9 @@ class FuturesBalance(msgspec.Struct, Generic[P], kw_only=True):
     cross_wallet_balance: P | UnsetType = field(name="cw", default=UNSET)
     balance_change: P | UnsetType = field(name="bc", default=UNSET)
 
+    def __post_init__(self) -> None:
+        _finite_decimals(self)
+
 
 class FuturesPosition(msgspec.Struct, Generic[P], kw_only=True):
     symbol: str = field(name="s")
@@ -233,6 +275,9 @@ class FuturesPosition(msgspec.Struct, Generic[P], kw_only=True):
     margin_type: str = field(name="mt", default="cross")
     isolated_wallet: P | UnsetType = field(name="iw", default=UNSET)
     position_side: str = field(name="ps", default="BOTH")
+
+    def __post_init__(self) -> None:
+        _finite_decimals(self)
 
 
 class FuturesAccount(msgspec.Struct, Generic[P], kw_only=True):
@@ -453,11 +498,11 @@ def _route(kind: Any, convert: Callable[[Any, int], Event], *, guess: bool = Fal
 
 
 _BY_EVENT_TYPE: dict[str, _Route] = {
-    "kline": _route(KlineEvent[float], kline_to_candle),
-    "aggTrade": _route(AggTradeEvent[float], agg_trade_to_trade),
-    "trade": _route(TradeEvent[float], trade_to_trade),
-    "bookTicker": _route(BookTickerEvent[float], book_ticker_to_quote),
-    "depthUpdate": _route(DepthUpdateEvent[float], depth_to_delta),
+    "kline": _route(KlineEvent[MarketNumber], kline_to_candle),
+    "aggTrade": _route(AggTradeEvent[MarketNumber], agg_trade_to_trade),
+    "trade": _route(TradeEvent[MarketNumber], trade_to_trade),
+    "bookTicker": _route(BookTickerEvent[MarketNumber], book_ticker_to_quote),
+    "depthUpdate": _route(DepthUpdateEvent[MarketNumber], depth_to_delta),
     "executionReport": _route(ExecutionReportEvent[Decimal], execution_report_to_update),
     "outboundAccountPosition": _route(AccountPositionEvent[Decimal], account_position_to_update),
     "ORDER_TRADE_UPDATE": _route(OrderTradeUpdateEvent[Decimal], order_trade_update_to_update),
@@ -562,8 +607,8 @@ class FrameDecoder:
         if isinstance(raw, str):
             try:
                 raw = raw.encode()
-            except UnicodeError as error:
-                raise DecodeError(self._stream or "?", "$", str(error)) from None
+            except UnicodeError:
+                raise DecodeError(self._stream or "?", "$", INVALID_UTF8) from None
         if raw.startswith(_COMBINED_PREFIX):
             end = raw.find(b'"', 11)
             key = raw[11:end]
@@ -581,13 +626,16 @@ class FrameDecoder:
                         return self._decode_slow(raw, ts_init)
                     stream = key.decode(errors="replace")
                     raise DecodeError(stream, field_of(error), reason_of(error)) from None
-                except UnicodeError as error:
-                    raise DecodeError(key.decode(errors="replace"), "$", str(error)) from None
+                except UnicodeError:
+                    raise DecodeError(key.decode(errors="replace"), "$", INVALID_UTF8) from None
+                except RecursionError:
+                    stream = key.decode(errors="replace")
+                    raise DecodeError(stream, "$", NESTED_TOO_DEEPLY) from None
                 return event
         if self._user_data:
             try:
                 return _USER_DATA.convert(_USER_DATA.bare.decode(raw), ts_init)
-            except (msgspec.DecodeError, UnicodeError):
+            except (msgspec.DecodeError, UnicodeError, RecursionError):
                 pass  # not one of the common types, or malformed: the slow path says which
         return self._decode_slow(raw, ts_init)
 
@@ -629,7 +677,9 @@ class FrameDecoder:
             if isinstance(inner.e, str):
                 channel = inner.e
             elif inner.e is not None:
-                raise DecodeError(stream, f"{prefix}.e", f"expected a string, got {inner.e!r}")
+                # The value is not quoted: reasons are counted, and input text must not
+                # become a new counter key (or metric attribute) per frame.
+                raise DecodeError(stream, f"{prefix}.e", "expected a string")
             elif inner.u is not None:
                 channel = "bookTicker"  # spot bookTicker has no `e`
             elif "@" in stream:
