@@ -115,7 +115,7 @@ class Plan:
 
 
 QUICK = Plan(messages=30_000, repetitions=3, warmup_messages=3_000)
-FULL = Plan(messages=200_000, repetitions=3, warmup_messages=10_000)
+FULL = Plan(messages=200_000, repetitions=5, warmup_messages=10_000)
 
 # ---------------------------------------------------------------- frames
 
@@ -446,7 +446,7 @@ def svc_rig() -> Rig:
     return Rig(
         bus=bus,
         on_message=feed._on_message,
-        background=[service.gc_pauses.run, service.loop_lag.run],
+        background=[service.gc_pauses.run, service.loop_lag.run, service.fold_histograms],
         close=close,
     )
 

@@ -416,6 +416,7 @@ class Service:
                     "runtime.freeze": group.create_task(
                         self._freeze_after_warmup(), name="runtime.freeze"
                     ),
+                    "runtime.fold": group.create_task(self.fold_histograms(), name="runtime.fold"),
                 }
                 self._tasks = tasks
                 if self.config.duration > 0:
@@ -431,6 +432,13 @@ class Service:
             raise group_error.exceptions[0] from None
         finally:
             self._tasks = {}
+
+    async def fold_histograms(self, interval: float = 0.25) -> None:
+        """Bucket the hot path's pending records on the loop, so they stay a fraction of a
+        second's worth (``svc.latency.BufferedHistogram``); collections fold as well."""
+        while True:
+            await asyncio.sleep(interval)
+            self.recorder.fold()
 
     async def _freeze_after_warmup(self) -> None:
         assert self.feed is not None

@@ -365,7 +365,11 @@ class MarketFeed:
         if isinstance(event, Candle) and not await self._check_gap(event):
             return
         if recorder is not None:
-            recorder.feed_lag.record(ts_init - event.ts_event)
+            try:
+                recorder.feed_lag.record(ts_init - event.ts_event)
+            except OverflowError:  # an event time beyond int64 ns: count it as malformed
+                _count(self.statistics.malformed, "invariant: event time out of range")
+                return
         tracer = self._tracer
         trace = tracer.start(ts_init, started) if tracer is not None else None
         if trace is None:

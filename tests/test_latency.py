@@ -195,3 +195,50 @@ def test_stage_recorder_summary_and_snapshot() -> None:
 
     recorder.reset()
     assert recorder.parse.count == recorder.tick_signal.count == 0
+
+
+# ------------------------------------------------------------------ BufferedHistogram
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(min_value=-(10**6), max_value=2**42 + 10**6),
+            st.integers(min_value=0, max_value=2**62),
+            st.sampled_from([0, 1, 15, 16, 17, 2**42 - 1, 2**42, 2**42 + 1]),
+        ),
+        max_size=300,
+    ),
+    st.integers(min_value=0, max_value=300),
+)
+def test_buffered_histogram_equals_record_by_record(values: list[int], fold_at: int) -> None:
+    from svc.latency import BufferedHistogram  # noqa: PLC0415
+
+    direct = LatencyHistogram()
+    buffered = BufferedHistogram()
+    for position, value in enumerate(values):
+        direct.record(value)
+        buffered.record(value)
+        if position == fold_at:
+            buffered.fold()  # a fold in the middle changes nothing
+    assert buffered.snapshot() == direct.snapshot()
+    assert buffered.count == len(values)
+    assert buffered.percentile(99) == direct.percentile(99)
+
+
+def test_buffered_histogram_folds_a_prefix_and_keeps_later_records() -> None:
+    from svc.latency import BufferedHistogram  # noqa: PLC0415
+
+    histogram = BufferedHistogram()
+    for value in range(1000):
+        histogram.record(value)
+    assert histogram.pending == 1000
+    histogram.fold()
+    assert histogram.pending == 0
+    histogram.record(5)
+    assert histogram.pending == 1
+    assert histogram.count == 1001
+    histogram.reset()
+    assert histogram.count == 0
+    assert histogram.snapshot() == LatencyHistogram().snapshot()
