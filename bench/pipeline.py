@@ -480,7 +480,7 @@ def naive_rig() -> Rig:
     recorder = SimpleNamespace(
         parse=SdkTiming(stage, {names.ATTR_STAGE: "parse"}),
         publish=SdkTiming(stage, {names.ATTR_STAGE: "publish"}),
-        feed_lag=SdkTiming(feed_lag, {}),
+        stream_lag=lambda stream: SdkTiming(feed_lag, {names.ATTR_STREAM: stream}),
     )
     feed = market_feed(publish=publish, recorder=recorder, tracer=None)
     feed._decoder = SpannedDecoder(feed._decoder, span)  # type: ignore[assignment]

@@ -675,7 +675,8 @@ class Service:
     def _histograms(self) -> Iterator[BridgedHistogram]:
         """svc's own histograms, read by the metric readers at collection time."""
         yield from recorder_sources(self.recorder)()
-        yield names.FEED_LAG, "s", {}, self.recorder.feed_lag.snapshot()
+        for stream, lag in list(self.recorder.feed_lag_by_stream.items()):
+            yield names.FEED_LAG, "s", {names.ATTR_STREAM: stream}, lag.snapshot()
         yield names.LOOP_LAG, "s", {}, self.loop_lag.histogram.snapshot()
         if self.audit is not None:
             yield names.AUDIT_WRITE_DURATION, "s", {}, self.audit.write_duration.snapshot()

@@ -248,6 +248,11 @@ async def _read(
         await on_message(message)
 
 
+def stream_label(kind: type, symbol: str, interval: str) -> str:
+    """The ``stream`` attribute of ``svc.feed.lag``: ``btcusdt@1m``, ``ltcusdt@trade``."""
+    return f"{symbol.lower()}@{interval or kind.__name__.lower()}"
+
+
 def _raise_if_cancelling(task: asyncio.Task[Any] | None) -> None:
     """Honour a pending cancellation that an ``asyncio.wait_for`` swallowed.
 
@@ -287,6 +292,7 @@ class MarketFeed:
         self._tracer = tracer
         self._last_closed: dict[tuple[str, str], int] = {}
         self._message_keys = MAX_STATISTICS_KEYS + len(streams)
+        self._lag: dict[tuple[type, str, str], Any] = {}  # svc.feed.lag{stream} by message key
         self._kline_streams = [
             (s.partition("@")[0].upper(), s.partition("@kline_")[2])
             for s in streams
@@ -361,15 +367,18 @@ class MarketFeed:
         messages = self.statistics.messages
         if key not in messages and len(messages) >= self._message_keys:
             key = (key[0], OTHER, "")
-        messages[key] += 1
-        if isinstance(event, Candle) and not await self._check_gap(event):
-            return
         if recorder is not None:
+            lag = self._lag.get(key)
+            if lag is None:
+                lag = self._lag[key] = recorder.stream_lag(stream_label(*key))
             try:
-                recorder.feed_lag.record(ts_init - event.ts_event)
+                lag.record(ts_init - event.ts_event)
             except OverflowError:  # an event time beyond int64 ns: count it as malformed
                 _count(self.statistics.malformed, "invariant: event time out of range")
                 return
+        messages[key] += 1
+        if isinstance(event, Candle) and not await self._check_gap(event):
+            return
         tracer = self._tracer
         trace = tracer.start(ts_init, started) if tracer is not None else None
         if trace is None:

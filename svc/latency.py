@@ -31,7 +31,7 @@ import math
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from types import MappingProxyType
@@ -215,9 +215,9 @@ class LatencyHistogram:
             max=self._max,
         )
 
-    def merge(self, other: LatencyHistogram | HistogramSnapshot) -> None:
+    def merge(self, other: LatencyHistogram | BufferedHistogram | HistogramSnapshot) -> None:
         """Add another histogram's (or snapshot's) counts into this one."""
-        source = other.snapshot() if isinstance(other, LatencyHistogram) else other
+        source = other if isinstance(other, HistogramSnapshot) else other.snapshot()
         if source.count == 0:
             return
         counts = self._counts
@@ -391,7 +391,7 @@ class StageRecorder:
     __slots__ = (
         "ack",
         "audit",
-        "feed_lag",
+        "feed_lag_by_stream",
         "fill",
         "parse",
         "publish",
@@ -421,8 +421,9 @@ class StageRecorder:
         self.tick_no_signal = BufferedHistogram()
         self.tick_signal = BufferedHistogram()
         self.tick_order = BufferedHistogram()
-        self.feed_lag = BufferedHistogram()
-        """``ts_init - ts_event`` of every market event (``svc.feed.lag``); not a stage."""
+        self.feed_lag_by_stream: dict[str, BufferedHistogram] = {}
+        """``ts_init - ts_event`` of every market event by stream (``svc.feed.lag{stream}``);
+        not a stage. The feed bounds the number of streams."""
         self.stages: Mapping[str, BufferedHistogram] = MappingProxyType(
             {stage: getattr(self, stage) for stage in STAGES}
         )
@@ -443,11 +444,31 @@ class StageRecorder:
         result.update({"tick." + name: summarize(s) for name, s in snapshot.ticks.items()})
         return result
 
+    def stream_lag(self, stream: str) -> BufferedHistogram:
+        """The feed-lag histogram of ``stream`` (created on first use)."""
+        histogram = self.feed_lag_by_stream.get(stream)
+        if histogram is None:
+            histogram = self.feed_lag_by_stream[stream] = BufferedHistogram()
+        return histogram
+
+    @property
+    def feed_lag(self) -> LatencyHistogram:
+        """The feed lag of every stream together (a merged copy)."""
+        merged = LatencyHistogram()
+        for histogram in list(self.feed_lag_by_stream.values()):
+            merged.merge(histogram)
+        return merged
+
+    def _all(self) -> Iterable[BufferedHistogram]:
+        return chain(
+            self.stages.values(), self.ticks.values(), list(self.feed_lag_by_stream.values())
+        )
+
     def fold(self) -> None:
         """Bucket every pending record (see ``BufferedHistogram``); call it periodically."""
-        for histogram in chain(self.stages.values(), self.ticks.values(), (self.feed_lag,)):
+        for histogram in self._all():
             histogram.fold()
 
     def reset(self) -> None:
-        for histogram in chain(self.stages.values(), self.ticks.values(), (self.feed_lag,)):
+        for histogram in self._all():
             histogram.reset()

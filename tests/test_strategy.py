@@ -596,7 +596,7 @@ FLOW = {"kind": "trade_flow", "symbol": "BTCUSDT", "quantity": 0.001}
 @pytest.mark.parametrize(
     ("spec", "field", "expected"),
     [
-        ({"kind": "rsi"}, "strategies[1].kind", "must be one of ema_crossover, trade_flow"),
+        ({"kind": "rsi"}, "strategies[1].kind", "ema_crossover, trade_flow, got 'rsi'"),
         ({"symbol": "BTCUSDT"}, "strategies[1].kind", "must be one of"),
         ({**EMA, "fast": 13, "slow": 13}, "strategies[1].fast", "positive int < slow (13)"),
         ({**EMA, "fast": 0}, "strategies[1].fast", "positive int < slow"),
