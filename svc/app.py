@@ -41,10 +41,10 @@ from svc.errors import ConfigError, ExchangeError, ExchangeUnavailable, FilterVi
 from svc.feed import FeedSettings, MarketFeed, UserDataFeed
 from svc.health import HealthServer
 from svc.latency import LatencyHistogram, StageRecorder
-from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, Trade
+from svc.model import Candle, Event, NewOrder, OrderUpdate, Quote, Signal, SymbolRules, Trade
 from svc.orders import OrderManager, OrderState, TrackedOrder
 from svc.otel import BridgedHistogram, recorder_sources, setup_telemetry
-from svc.recovery import read_journal, reconcile
+from svc.recovery import JournalState, read_journal, reconcile
 from svc.risk import RiskEngine, RiskLimits
 from svc.runtime import GcPauses, LoopLag, freeze_after_warmup
 from svc.sharding import shard_of, shard_symbols
@@ -253,48 +253,7 @@ class Service:
             id_prefix=f"svc{run_id}",
             id_family="svc",
         )
-        while not self._stop.is_set():
-            try:
-                report = await reconcile(
-                    orders=self.orders,
-                    exchange=self.client,
-                    audit=self.audit,
-                    journal=journal,
-                    symbols=list(config.symbols),
-                    unknown_orders=config.reconcile.unknown_orders,
-                )
-            except ExchangeError as error:
-                self.reconcile_failures += 1
-                log.error(
-                    "reconciliation failed (attempt %d); not trading, retrying in %.0f s: %s",
-                    self.reconcile_failures,
-                    config.reconcile.retry_seconds,
-                    error,
-                )
-                # A retry starts from the journal again: drop what the failed attempt tracked.
-                self.orders = OrderManager(
-                    exchange=self.client,
-                    audit=self.audit,
-                    rules=rules,
-                    id_prefix=f"svc{run_id}",
-                    id_family="svc",
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), config.reconcile.retry_seconds)
-                continue
-            log.info(
-                "reconciled with the journal (%d records) and the exchange: recovered %d, "
-                "not placed %d, open on the exchange %d, adopted %d, canceled %d, positions %s",
-                report.journal_records,
-                len(report.recovered),
-                len(report.not_placed),
-                report.open_on_exchange,
-                len(report.adopted),
-                len(report.canceled),
-                report.positions,
-            )
-            self._reconciled = True
-            break
+        await self._reconcile(journal, rules, run_id)
         for strategy in build_strategies(default_strategies(config)):
             symbol = str(strategy.state().get("symbol", ""))
             self._strategies.setdefault(symbol, []).append(strategy)
@@ -336,6 +295,65 @@ class Service:
             on_update=self._on_order_update,
             settings=feed_settings,
         )
+
+    async def _reconcile(
+        self, journal: JournalState, rules: dict[str, SymbolRules], run_id: str
+    ) -> None:
+        """Reconcile until it succeeds (the service does not trade meanwhile), a stop is
+        requested, or ``duration`` runs out (then the last ``ExchangeError`` is raised)."""
+        config = self.config
+        assert self.client is not None
+        assert self.audit is not None
+        assert self.orders is not None
+        while not self._stop.is_set():
+            try:
+                report = await reconcile(
+                    orders=self.orders,
+                    exchange=self.client,
+                    audit=self.audit,
+                    journal=journal,
+                    symbols=list(config.symbols),
+                    unknown_orders=config.reconcile.unknown_orders,
+                )
+            except ExchangeError as error:
+                self.reconcile_failures += 1
+                wait = config.reconcile.retry_seconds
+                if config.duration > 0:
+                    left = self._started + config.duration - time.monotonic()
+                    if left <= 0:
+                        log.error("reconciliation never succeeded within --duration: %s", error)
+                        raise
+                    wait = min(wait, left)
+                log.error(
+                    "reconciliation failed (attempt %d); not trading, retrying in %.1f s: %s",
+                    self.reconcile_failures,
+                    wait,
+                    error,
+                )
+                # A retry starts from the journal again: drop what the failed attempt tracked.
+                self.orders = OrderManager(
+                    exchange=self.client,
+                    audit=self.audit,
+                    rules=rules,
+                    id_prefix=f"svc{run_id}",
+                    id_family="svc",
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                continue
+            log.info(
+                "reconciled with the journal (%d records) and the exchange: recovered %d, "
+                "not placed %d, open on the exchange %d, adopted %d, canceled %d, positions %s",
+                report.journal_records,
+                len(report.recovered),
+                len(report.not_placed),
+                report.open_on_exchange,
+                len(report.adopted),
+                len(report.canceled),
+                report.positions,
+            )
+            self._reconciled = True
+            break
 
     async def _start_exchange(self) -> Credentials:
         config = self.config
