@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 from binance import AsyncClient, BinanceSocketManager
@@ -18,6 +19,7 @@ from binance.exceptions import BinanceAPIException
 from binance.ws.websocket_api import WebsocketAPI
 
 from svc.errors import ExchangeError, exchange_error
+from svc.model import NewOrder
 from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimExchange
 
 
@@ -50,3 +52,20 @@ def as_svc_error(error: BinanceAPIException) -> ExchangeError:
 async def recv(socket: Any, *, within: float = 10.0) -> Any:
     """The next message of a python-binance socket, failing after ``within`` seconds."""
     return await asyncio.wait_for(socket.recv(), within)
+
+
+def market_order(
+    client_order_id: str, *, symbol: str = "BTCUSDT", quantity: str = "0.001"
+) -> NewOrder:
+    """A BUY market order command with the given client order id."""
+    return NewOrder(
+        client_order_id=client_order_id,
+        symbol=symbol,
+        side="BUY",
+        order_type="MARKET",
+        quantity=Decimal(quantity),
+        price=Decimal(0),
+        time_in_force="",
+        strategy="test",
+        ts_init=0,
+    )

@@ -659,9 +659,9 @@ async def test_an_order_is_not_sent_when_the_journal_cannot_record_it_first(
 ) -> None:
     from svc.errors import AuditUnavailable  # noqa: PLC0415
     from svc.exchange import FakeExchange  # noqa: PLC0415
-    from svc.model import NewOrder  # noqa: PLC0415
     from svc.orders import OrderManager, OrderState  # noqa: PLC0415
     from tests.recorded import recorded_rules  # noqa: PLC0415
+    from tests.simclient import market_order  # noqa: PLC0415
 
     rules = {"BTCUSDT": recorded_rules("BTCUSDT")}
     exchange = FakeExchange(rules=rules, prices={"BTCUSDT": Decimal(60_000)})
@@ -672,17 +672,7 @@ async def test_an_order_is_not_sent_when_the_journal_cannot_record_it_first(
     orders = OrderManager(
         exchange=exchange, audit=journal, rules=rules, id_prefix="svct", write_ahead_timeout=0.1
     )
-    order = NewOrder(
-        client_order_id="svct-x-1",
-        symbol="BTCUSDT",
-        side="BUY",
-        order_type="MARKET",
-        quantity=Decimal("0.001"),
-        price=Decimal(0),
-        time_in_force="",
-        strategy="x",
-        ts_init=0,
-    )
+    order = market_order("svct-x-1")
     try:
         with pytest.raises(AuditUnavailable):
             await orders.submit(order)

@@ -18,9 +18,10 @@ import pytest
 from svc.app import Service
 from svc.binance_client import BinanceClient
 from svc.config import build_config
-from svc.model import Candle, Event, NewOrder
+from svc.model import Candle, Event
 from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig, SimExchange
 from svc.tracing import Traced
+from tests.simclient import market_order
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -137,18 +138,7 @@ async def sim() -> SimExchange:
     await exchange.stop()
 
 
-def _order(client_order_id: str) -> NewOrder:
-    return NewOrder(
-        client_order_id=client_order_id,
-        symbol="BTCUSDT",
-        side="BUY",
-        order_type="MARKET",
-        quantity=Decimal("0.001"),
-        price=Decimal(0),
-        time_in_force="",
-        strategy="test",
-        ts_init=0,
-    )
+_order = market_order
 
 
 async def test_clock_skew_minus_1021_resyncs_with_server_time_and_retries_once(

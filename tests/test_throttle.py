@@ -9,17 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 import pytest
 
 from svc.audit import MemoryAuditSink
 from svc.binance_client import BinanceClient
 from svc.errors import IpBanned, RateLimited
-from svc.model import NewOrder
 from svc.orders import OrderManager, OrderState
 from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig, SimExchange
 from svc.throttle import RequestGate
+from tests.simclient import market_order
 
 
 class Clock:
@@ -115,18 +114,7 @@ async def client(sim: SimExchange) -> AsyncIterator[BinanceClient]:
     await connected.close()
 
 
-def _order(client_order_id: str) -> NewOrder:
-    return NewOrder(
-        client_order_id=client_order_id,
-        symbol="BTCUSDT",
-        side="BUY",
-        order_type="MARKET",
-        quantity=Decimal("0.001"),
-        price=Decimal(0),
-        time_in_force="",
-        strategy="test",
-        ts_init=0,
-    )
+_order = market_order
 
 
 @pytest.mark.integration
