@@ -7,9 +7,11 @@ hypothesis strategies) call ``data_dir()``; tests take the ``binance_data`` fixt
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from svc.binance.rest import exchange_rules
 from svc.model import SymbolRules
@@ -29,3 +31,36 @@ def recorded_rules(symbol: str) -> SymbolRules:
     """The rules of ``symbol`` in the recorded spot exchangeInfo, through svc's own decoder."""
     raw = (data_dir() / "rest" / "api_v3_exchangeInfo.json").read_bytes()
     return exchange_rules(raw)[symbol]
+
+
+KLINES_BTCUSDT_1H = Path("klines") / "api_v3_klines_BTCUSDT_1h_20200501_1000.json"
+
+
+def closed_kline_frames(data: Path, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` recorded 1h BTCUSDT REST klines as closed combined-stream
+    ``btcusdt@kline_1h`` frames (event time 1 ms after the close)."""
+    rows = json.loads((data / KLINES_BTCUSDT_1H).read_text())[:count]
+    frames = []
+    for row in rows:
+        kline = {
+            "t": row[0],
+            "T": row[6],
+            "s": "BTCUSDT",
+            "i": "1h",
+            "f": 0,
+            "L": row[8],
+            "o": row[1],
+            "c": row[4],
+            "h": row[2],
+            "l": row[3],
+            "v": row[5],
+            "n": row[8],
+            "x": True,
+            "q": row[7],
+            "V": row[9],
+            "Q": row[10],
+            "B": "0",
+        }
+        data_ = {"e": "kline", "E": row[6] + 1, "s": "BTCUSDT", "k": kline}
+        frames.append({"stream": "btcusdt@kline_1h", "data": data_})
+    return frames

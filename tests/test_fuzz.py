@@ -54,7 +54,7 @@ from svc.exchange import FakeExchange
 from svc.feed import FeedSettings, MarketFeed, UserDataFeed
 from svc.latency import StageRecorder
 from svc.model import BookDelta, Candle, Event, OrderUpdate, Quote, Trade, UnknownEvent
-from tests.recorded import recorded_rules
+from tests.recorded import closed_kline_frames, recorded_rules
 
 pytestmark = pytest.mark.faults
 
@@ -96,33 +96,7 @@ def _examples(path: Path) -> list[Any]:
     return [record["payload"] for record in json.loads(path.read_text())["examples"]]
 
 
-def kline_frames(data: Path, count: int) -> list[dict[str, Any]]:
-    """Recorded 1h BTCUSDT REST klines as closed combined-stream kline frames."""
-    rows = json.loads((data / "klines" / "api_v3_klines_BTCUSDT_1h_20200501_1000.json").read_text())
-    frames = []
-    for row in rows[:count]:
-        kline = {
-            "t": row[0],
-            "T": row[6],
-            "s": "BTCUSDT",
-            "i": "1h",
-            "f": 0,
-            "L": row[8],
-            "o": row[1],
-            "c": row[4],
-            "h": row[2],
-            "l": row[3],
-            "v": row[5],
-            "n": row[8],
-            "x": True,
-            "q": row[7],
-            "V": row[9],
-            "Q": row[10],
-            "B": "0",
-        }
-        data_ = {"e": "kline", "E": row[6] + 1, "s": "BTCUSDT", "k": kline}
-        frames.append({"stream": "btcusdt@kline_1h", "data": data_})
-    return frames
+kline_frames = closed_kline_frames
 
 
 def recorded_frames(data: Path) -> list[Frame]:

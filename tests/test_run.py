@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from svc.audit import verify
+from tests.recorded import closed_kline_frames
 
 pytestmark = pytest.mark.integration
 
@@ -67,44 +68,15 @@ async def test_run_trades_against_the_simulator_and_the_journal_verifies(tmp_pat
 
 def kline_capture(binance_data: Path, path: Path, *, garbage_every: int = 0) -> int:
     """Recorded 1h BTCUSDT klines as combined-stream frames (closed), optionally with junk."""
-    rows = json.loads(
-        (binance_data / "klines" / "api_v3_klines_BTCUSDT_1h_20200501_1000.json").read_text()
-    )[:300]
+    frames = closed_kline_frames(binance_data, 300)
     lines = []
-    for index, row in enumerate(rows):
-        frame = {
-            "stream": "btcusdt@kline_1h",
-            "data": {
-                "e": "kline",
-                "E": row[6] + 1,
-                "s": "BTCUSDT",
-                "k": {
-                    "t": row[0],
-                    "T": row[6],
-                    "s": "BTCUSDT",
-                    "i": "1h",
-                    "f": 0,
-                    "L": row[8],
-                    "o": row[1],
-                    "c": row[4],
-                    "h": row[2],
-                    "l": row[3],
-                    "v": row[5],
-                    "n": row[8],
-                    "x": True,
-                    "q": row[7],
-                    "V": row[9],
-                    "Q": row[10],
-                    "B": "0",
-                },
-            },
-        }
+    for index, frame in enumerate(frames):
         lines.append(json.dumps(frame))
         if garbage_every and index % garbage_every == garbage_every - 1:
             lines.append('{"stream":"btcusdt@kline_1h","data":{"e":"kline","E":"soon"}}')
             lines.append("this is not json")
     path.write_text("\n".join(lines) + "\n")
-    return len(rows)
+    return len(frames)
 
 
 REPLAY_CONFIG = """
