@@ -38,14 +38,25 @@ async def run_svc(args: list[str], environ: dict[str, str]) -> asyncio.subproces
     )
 
 
+def _parsed(text: str) -> float:
+    """The ``parse`` stage count in a ``/metrics`` text (0 before the first message)."""
+    for family in text_string_to_metric_families(text):
+        if family.name == "svc_stage_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count") and sample.labels.get("stage") == "parse":
+                    return sample.value
+    return 0.0
+
+
 async def scrape(port: int) -> str:
+    """``/metrics`` once orders exist and more than 100 messages were parsed."""
     async with aiohttp.ClientSession() as session:
         deadline = time.monotonic() + 20
         while True:
             try:
                 async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                     text = await response.text()
-                    if "svc_stage_duration_seconds_count" in text and "svc_orders_total" in text:
+                    if "svc_orders_total" in text and _parsed(text) > 100:
                         return text
             except aiohttp.ClientError:
                 pass
