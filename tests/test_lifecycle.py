@@ -180,6 +180,10 @@ def test_sigterm_with_flatten_closes_the_position(tmp_path: Path, sim: Simulator
     ]
 
 
+KILL_CYCLES = 20
+"""kill -9 at a random moment of order flow, then a restart, this many times in a row."""
+
+
 def test_kill_9_mid_flow_and_restarts_lose_and_duplicate_nothing(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -190,11 +194,11 @@ def test_kill_9_mid_flow_and_restarts_lose_and_duplicate_nothing(
     context = f"(seed {seed})"
     torn_kills = 0
     unsettled_at_kill: list[set[str]] = []
-    for cycle in range(3):
+    for cycle in range(KILL_CYCLES):
         with Service(config, name=f"run{cycle}") as run:
             before = orders_placed(sim)
             wait_for("orders", lambda: orders_placed(sim) > before, within=30)  # noqa: B023
-            time.sleep(rng.uniform(1.0, 4.0))
+            time.sleep(rng.uniform(0.2, 2.5))
             run.send(signal.SIGKILL)
             assert run.wait(10) == -signal.SIGKILL
         result = verify(audit)
@@ -208,7 +212,7 @@ def test_kill_9_mid_flow_and_restarts_lose_and_duplicate_nothing(
     with Service(config, name="final") as run:
         wait_for(
             "the restart's reconciliation",
-            lambda: len(kinds(audit, "reconcile.done")) == 4,
+            lambda: len(kinds(audit, "reconcile.done")) == KILL_CYCLES + 1,
             within=30,
         )
         before = orders_placed(sim)
@@ -226,11 +230,13 @@ def test_kill_9_mid_flow_and_restarts_lose_and_duplicate_nothing(
     starts = kinds(audit, "reconcile.done")[1:]
     for cycle, (done, unsettled) in enumerate(zip(starts, unsettled_at_kill, strict=True)):
         assert set(done["recovered"]) | set(done["not_placed"]) == unsettled, (cycle, context)
-        assert done["recovered"], f"restart {cycle + 1} recovered nothing {context}"
         eth_delta = Decimal(done["balances"]["ETH"]) - START_ETH
         drift = abs(eth_delta - Decimal(done["positions"]["ETHUSDT"]))
         assert drift <= eth_tolerance(audit, Decimal(0)), (cycle, drift, context)
         assert done["mismatches"] == [], context
+
+    # Random kill moments: most land with orders in flight or resting, so restarts recover.
+    assert sum(bool(done["recovered"]) for done in starts) >= KILL_CYCLES // 2, context
 
     # Every order the simulator ever placed is in the journal, and only those are.
     named = {
