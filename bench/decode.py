@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from bench.machine import describe
+from bench.machine import describe, save_figure
 from svc.binance.streams import FrameDecoder
 from svc.model import UnknownEvent
 
@@ -355,10 +355,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     info = report["machine"]
     axes.set_title(f"Binance frame decode — {info['cpu']}, Python {info['python']}", fontsize=10)
     axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(*, quick: bool = False, json_path: Path | None = None) -> int:

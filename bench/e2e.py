@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.decode import write_json
-from bench.machine import describe, summary_line
+from bench.machine import describe, save_figure, summary_line
 from svc.latency import HistogramSnapshot, LatencyHistogram, summarize
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -607,10 +607,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         f"{report['plan']['window_s']:g} s per rate — {summary_line(report['machine'])}",
         fontsize=10,
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(*, quick: bool = False, json_path: Path | None = None) -> int:

@@ -50,7 +50,7 @@ from typing import Any
 
 from bench.decode import write_json
 from bench.e2e import format_table, run_service, service_overrides, stop_note
-from bench.machine import describe, summary_line
+from bench.machine import describe, save_figure, summary_line
 from svc.config import TelemetrySection
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -367,10 +367,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         f"{report['plan']['window_s']:g} s per configuration — {summary_line(report['machine'])}",
         fontsize=10,
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(*, quick: bool = False, json_path: Path | None = None) -> int:

@@ -51,7 +51,7 @@ import uvloop
 
 from bench.decode import data_dir, write_json
 from bench.e2e import format_table
-from bench.machine import describe, summary_line
+from bench.machine import describe, save_figure, summary_line
 from bench.pipeline import Rig, load_frames, naive_rig, svc_rig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -428,10 +428,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         f"{summary_line(report['machine'])}",
         fontsize=10,
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(*, quick: bool = False, json_path: Path | None = None) -> int:

@@ -66,3 +66,13 @@ def summary_line(info: dict[str, Any]) -> str:
     if "load_average_1m" in info:
         parts.append(f"load {info['load_average_1m']}")
     return ", ".join(parts)
+
+
+def save_figure(figure: Any, path: Path, *, dpi: int = 110) -> None:
+    """Lay out ``figure``, write it as PNG to ``path`` (creating its folder) and close it."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (only the plotting step needs it)
+
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)

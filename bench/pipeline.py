@@ -75,7 +75,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
 from bench.decode import data_dir, write_json
-from bench.machine import describe
+from bench.machine import describe, save_figure
 from svc import __version__, names
 from svc.app import Service
 from svc.bus import BackpressureTier, EventBus
@@ -845,10 +845,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         f"Python {info['python']}",
         fontsize=10,
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(*, quick: bool = False, json_path: Path | None = None) -> int:

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from bench.decode import data_dir, write_json
-from bench.machine import describe, summary_line
+from bench.machine import describe, save_figure, summary_line
 from bench.phases import PHASES, VARIANTS, Phase
 from bench.phases.common import bytes_per_live_object, object_bytes, sync_file_logging
 from bench.phases.legacy import SlottedCandle, parse_candle, parse_candle_frame
@@ -756,10 +756,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         f"the seed's roadmap, phases applied cumulatively — {summary_line(report['machine'])}",
         fontsize=10,
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def main(*, quick: bool = False, json_path: Path | None = None) -> int:
