@@ -64,3 +64,30 @@ def closed_kline_frames(data: Path, count: int) -> list[dict[str, Any]]:
         data_ = {"e": "kline", "E": row[6] + 1, "s": "BTCUSDT", "k": kline}
         frames.append({"stream": "btcusdt@kline_1h", "data": data_})
     return frames
+
+
+# A 1m kline event captured from Binance (unicorn-fy's test data, 2020-10-02): a base to edit.
+CAPTURED_KLINE: dict[str, Any] = {
+    "e": "kline",
+    "E": 1601630228469,
+    "s": "BTCUSDT",
+    "k": {
+        "t": 1601630220000,
+        "T": 1601630279999,
+        "s": "BTCUSDT",
+        "i": "1m",
+        "f": 427033476,
+        "L": 427033658,
+        "o": "10437.32000000",
+        "c": "10441.80000000",
+        "h": "10441.80000000",
+        "l": "10437.32000000",
+        "v": "20.63957400",
+        "n": 183,
+        "x": False,
+        "q": "215452.69236872",
+        "V": "19.31210700",
+        "Q": "201593.99488069",
+        "B": "0",
+    },
+}

@@ -18,9 +18,11 @@ from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException
 from binance.ws.websocket_api import WebsocketAPI
 
+from svc.app import Service
 from svc.errors import ExchangeError, exchange_error
-from svc.model import NewOrder
+from svc.model import Candle, Event, NewOrder
 from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimExchange
+from svc.tracing import Traced
 
 
 @asynccontextmanager
@@ -69,3 +71,17 @@ def market_order(
         strategy="test",
         ts_init=0,
     )
+
+
+class RecordingService(Service):
+    """Remembers every closed kline that reached the strategies."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.closed: dict[tuple[str, str], list[int]] = {}
+
+    async def _on_market(self, item: Event | Traced) -> None:
+        event = item.item if isinstance(item, Traced) else item  # sampled ticks come wrapped
+        if isinstance(event, Candle) and event.closed:
+            self.closed.setdefault((event.symbol, event.interval), []).append(event.open_time)
+        await super()._on_market(item)

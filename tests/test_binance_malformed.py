@@ -22,34 +22,12 @@ from svc.binance import rest
 from svc.binance.streams import FrameDecoder
 from svc.errors import DecodeError, SvcError
 from svc.model import UnknownEvent
+from tests.recorded import CAPTURED_KLINE
 
 TS_INIT = 1_700_000_000_000_000_000
 
 KLINE_STREAM = "btcusdt@kline_1m"
-KLINE = {
-    "e": "kline",
-    "E": 1601630228469,
-    "s": "BTCUSDT",
-    "k": {
-        "t": 1601630220000,
-        "T": 1601630279999,
-        "s": "BTCUSDT",
-        "i": "1m",
-        "f": 427033476,
-        "L": 427033658,
-        "o": "10437.32000000",
-        "c": "10441.80000000",
-        "h": "10441.80000000",
-        "l": "10437.32000000",
-        "v": "20.63957400",
-        "n": 183,
-        "x": False,
-        "q": "215452.69236872",
-        "V": "19.31210700",
-        "Q": "201593.99488069",
-        "B": "0",
-    },
-}
+KLINE = CAPTURED_KLINE
 AGG_TRADE = {
     "e": "aggTrade",
     "E": 1592584651517,

@@ -18,26 +18,10 @@ import pytest
 from svc.app import Service
 from svc.binance_client import BinanceClient
 from svc.config import build_config
-from svc.model import Candle, Event
 from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig, SimExchange
-from svc.tracing import Traced
-from tests.simclient import market_order
+from tests.simclient import RecordingService, market_order
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-class RecordingService(Service):
-    """The real service, noting every closed kline that reaches the strategies."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.closed: list[int] = []
-
-    async def _on_market(self, item: Event | Traced) -> None:
-        event = item.item if isinstance(item, Traced) else item
-        if isinstance(event, Candle) and event.closed and event.symbol == "BTCUSDT":
-            self.closed.append(event.open_time)
-        await super()._on_market(item)
 
 
 def _rss_kib() -> int:
@@ -86,7 +70,7 @@ async def test_a_minute_of_disconnects_every_2_s_loses_and_duplicates_no_closed_
     assert result.exit_code == 0
     feed = result.summary["feed"]
     assert sum(feed["reconnects"].values()) >= 20, feed["reconnects"]
-    seen = service.closed
+    seen = service.closed[("BTCUSDT", "1m")]
     assert seen == sorted(set(seen)), "each closed kline arrives once, in order"
     produced = [t * 1_000_000 for t in service.sim_closed_klines]
     window = [t for t in produced if seen[0] <= t <= seen[-1]]
@@ -117,7 +101,7 @@ async def test_a_silent_stream_is_reconnected_by_the_watchdog(tmp_path: Path) ->
         assert service.sim is not None
         await asyncio.sleep(1)
         service.sim.set_faults(silent=True)
-        silent_from.append(len(service.closed))
+        silent_from.append(len(service.closed.get(("BTCUSDT", "1m"), [])))
         await asyncio.sleep(4)
         service.sim.set_faults(silent=False)
 
@@ -127,7 +111,9 @@ async def test_a_silent_stream_is_reconnected_by_the_watchdog(tmp_path: Path) ->
     assert result.exit_code == 0
     reconnects = result.summary["feed"]["reconnects"]
     assert reconnects.get("silent", 0) >= 1, reconnects
-    assert len(service.closed) > silent_from[0], "data flows again after the silence"
+    assert len(service.closed[("BTCUSDT", "1m")]) > silent_from[0], (
+        "data flows again after the silence"
+    )
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ from svc.exchange import FakeExchange
 from svc.feed import FeedSettings, MarketFeed, UserDataFeed
 from svc.latency import StageRecorder
 from svc.model import BookDelta, Candle, Event, OrderUpdate, Quote, Trade, UnknownEvent
-from tests.recorded import closed_kline_frames, recorded_rules
+from tests.recorded import CAPTURED_KLINE, closed_kline_frames, recorded_rules
 
 pytestmark = pytest.mark.faults
 
@@ -523,33 +523,7 @@ def test_non_finite_user_data_decimals_are_malformed(value: str, field: str) -> 
 
 def recorded_kline_frame() -> dict[str, Any]:
     """A kline frame captured from Binance (unicorn-fy's test data, 2020-10-02), to edit."""
-    return {
-        "stream": "btcusdt@kline_1m",
-        "data": {
-            "e": "kline",
-            "E": 1601630228469,
-            "s": "BTCUSDT",
-            "k": {
-                "t": 1601630220000,
-                "T": 1601630279999,
-                "s": "BTCUSDT",
-                "i": "1m",
-                "f": 427033476,
-                "L": 427033658,
-                "o": "10437.32000000",
-                "c": "10441.80000000",
-                "h": "10441.80000000",
-                "l": "10437.32000000",
-                "v": "20.63957400",
-                "n": 183,
-                "x": False,
-                "q": "215452.69236872",
-                "V": "19.31210700",
-                "Q": "201593.99488069",
-                "B": "0",
-            },
-        },
-    }
+    return {"stream": "btcusdt@kline_1m", "data": copy.deepcopy(CAPTURED_KLINE)}
 
 
 # REST: every body through every decoder, as bytes (``decode_*``) and as the dicts

@@ -10,24 +10,9 @@ import pytest
 
 from svc.app import Service
 from svc.config import build_config
-from svc.model import Candle, Event
-from svc.tracing import Traced
+from tests.simclient import RecordingService
 
 pytestmark = pytest.mark.integration
-
-
-class RecordingService(Service):
-    """Remembers every closed kline that reached the strategies."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.closed: dict[tuple[str, str], list[int]] = {}
-
-    async def _on_market(self, item: Event | Traced) -> None:
-        event = item.item if isinstance(item, Traced) else item  # sampled ticks come wrapped
-        if isinstance(event, Candle) and event.closed:
-            self.closed.setdefault((event.symbol, event.interval), []).append(event.open_time)
-        await super()._on_market(item)
 
 
 async def test_disconnects_mid_run_lose_no_closed_kline(tmp_path: Path) -> None:
