@@ -226,13 +226,15 @@ async def _read(
     backlog: asyncio.Queue[Any] | None = getattr(socket, "_queue", None)
     this = asyncio.current_task()
     while True:
-        _raise_if_cancelling(this)
         if backlog is not None and not backlog.empty():
             message = backlog.get_nowait()
         else:
+            # Only here: the swallowed cancellation comes from recv()'s own wait_for.
+            _raise_if_cancelling(this)
             try:
                 async with asyncio.timeout(settings.watchdog_seconds):
                     message = await socket.recv()
+                _raise_if_cancelling(this)
             except TimeoutError:
                 return "silent"
             except Exception as error:  # noqa: BLE001  (python-binance's ReadLoopClosed and kin)
