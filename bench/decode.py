@@ -374,6 +374,7 @@ def main(*, quick: bool = False, json_path: Path | None = None) -> int:
     print(f"\ntarget {target['description']}: {verdict} ({target['measured_us']:.2f} us)")
     json_out = json_path or RESULTS / "decode.json"
     write_json(report, json_out)
-    write_chart(report, RESULTS / "decode.png")
-    print(f"wrote {json_out} and {RESULTS / 'decode.png'} in {time.perf_counter() - started:.1f} s")
+    plot = json_out.with_suffix(".png")  # beside the JSON, like every benchmark
+    write_chart(report, plot)
+    print(f"wrote {json_out} and {plot} in {time.perf_counter() - started:.1f} s")
     return 0
