@@ -91,6 +91,13 @@ class Backoff:
 
 
 MAX_STATISTICS_KEYS = 256
+_perf_counter_ns = time.perf_counter_ns  # one global load on the hot path, not two
+
+
+def _no_record(_value: int) -> None:
+    """The histogram ``record`` of a feed built without a recorder (never called)."""
+
+
 """Distinct malformed reasons and unknown event types a feed counts, and distinct streams
 beyond the subscribed ones. The keys come from the frames: garbage must not grow memory, the
 summary or metric cardinality without bound. Later keys are counted under ``OTHER``."""
@@ -292,9 +299,13 @@ class MarketFeed:
         self._decoder = FrameDecoder()
         self._recorder = recorder
         self._tracer = tracer
+        # Bound ``append``s of the recorder's histograms: the hot path calls them directly.
+        self._record_parse = recorder.parse.record if recorder is not None else None
+        self._record_publish = recorder.publish.record if recorder is not None else _no_record
         self._last_closed: dict[tuple[str, str], int] = {}
         self._message_keys = MAX_STATISTICS_KEYS + len(streams)
-        self._lag: dict[tuple[type, str, str], Any] = {}  # svc.feed.lag{stream} by message key
+        # svc.feed.lag{stream} by message key: the bound ``record`` of the stream's histogram
+        self._lag: dict[tuple[type, str, str], Callable[[int], None]] = {}
         self._kline_streams = [
             (s.partition("@")[0].upper(), s.partition("@kline_")[2])
             for s in streams
@@ -338,16 +349,16 @@ class MarketFeed:
 
     async def _on_message(self, message: Any) -> None:
         ts_init = self._clock.time_ns()
-        started = time.perf_counter_ns()
+        started = _perf_counter_ns()
         try:
             event = self._decoder.decode(message, ts_init)
         except DecodeError as error:
             _count(self.statistics.malformed, f"{error.field}: {error.reason}")
             return
-        parsed = time.perf_counter_ns()
-        recorder = self._recorder
-        if recorder is not None:
-            recorder.parse.record(parsed - started)
+        parsed = _perf_counter_ns()
+        record_parse = self._record_parse  # None: no recorder (nothing below records either)
+        if record_parse is not None:
+            record_parse(parsed - started)
         self.statistics.last_message_ns = ts_init
         if isinstance(event, UnknownEvent):
             _count(self.statistics.unknown, event.event_type)
@@ -369,12 +380,14 @@ class MarketFeed:
         messages = self.statistics.messages
         if key not in messages and len(messages) >= self._message_keys:
             key = (key[0], OTHER, "")
-        if recorder is not None:
-            lag = self._lag.get(key)
-            if lag is None:
-                lag = self._lag[key] = recorder.stream_lag(stream_label(*key))
+        if record_parse is not None:
+            record_lag = self._lag.get(key)
+            if record_lag is None:
+                assert self._recorder is not None
+                lag = self._recorder.stream_lag(stream_label(*key))
+                record_lag = self._lag[key] = lag.record
             try:
-                lag.record(ts_init - event.ts_event)
+                record_lag(ts_init - event.ts_event)
             except OverflowError:  # an event time beyond int64 ns: count it as malformed
                 _count(self.statistics.malformed, "invariant: event time out of range")
                 return
@@ -390,9 +403,9 @@ class MarketFeed:
             trace.attributes["symbol"] = getattr(event, "symbol", "")
             trace.attributes["stream"] = type(event).__name__
             self._publish(Traced(event, trace))
-            trace.stage("publish", parsed, time.perf_counter_ns())
-        if recorder is not None:
-            recorder.publish.record(time.perf_counter_ns() - parsed)
+            trace.stage("publish", parsed, _perf_counter_ns())
+        if record_parse is not None:
+            self._record_publish(_perf_counter_ns() - parsed)
 
     async def _check_gap(self, candle: Candle) -> bool:
         """Backfill closed klines missed before ``candle``; False if it is a duplicate."""
