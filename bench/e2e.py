@@ -1,11 +1,21 @@
 """End to end over loopback sockets: simulator -> python-binance -> svc -> order -> simulator ack.
 
-Each offered rate runs the real ``svc.app.Service`` with its embedded simulator
-(``exchange="sim"``) in a fresh child process, started the way ``svc run`` starts it
-(``svc.logs.setup_logging``, a uvloop ``asyncio.Runner``). The simulator serves combined
-streams over a real websocket on 127.0.0.1; python-binance reads them; svc's feed decodes,
-publishes on the data tier, runs the strategies, checks risk, and submits orders over signed
-REST (aiohttp, loopback) to the simulator's matching engine, whose answer is the ack.
+Each run starts the real ``svc.app.Service`` in a fresh child process, the way ``svc run``
+starts it (``svc.logs.setup_logging``, a uvloop ``asyncio.Runner``), against the simulator in
+one of two layouts (``Layout``):
+
+* ``external`` (the rate sweep and the target): ``svc sim`` runs in its own process on a free
+  127.0.0.1 port and svc connects to it with ``sim.url``, as it would to an exchange. Orders go
+  over the WebSocket API (``order_transport = "ws"``, svc's default): one signed JSON message
+  on the connection that also carries the user-data subscription; the answer is the ack.
+* ``embedded``: the simulator runs inside svc's process and event loop, so its work -
+  generating the market, encoding frames, matching orders - shares the loop and the CPU with
+  svc. Orders over ``ws`` or ``rest`` (signed HTTP through aiohttp).
+
+At the target rate the other three combinations run as well, so the table shows what the
+layout and the transport each cost. In every layout the simulator serves combined streams
+over a real websocket on 127.0.0.1; python-binance reads them; svc's feed decodes, publishes
+on the data tier, runs the strategies, checks risk, and submits orders.
 
 What a run measures, between a warm-up and the stop (so start-up and shutdown are left out):
 the child waits until the feed has warmed up, lets the service settle, resets svc's own
@@ -16,7 +26,7 @@ takes a snapshot of every counter, waits ``window_s`` seconds and reads it all a
   merged: from the feed's receive stamp (``ts_init``, taken when python-binance hands over
   the frame) to the strategies' decision.
 * tick -> order ack: ``svc.tick.duration{outcome=order}``: from the same receive stamp to the
-  simulator's REST answer to the order that tick caused.
+  simulator's answer to the order that tick caused (WebSocket API or REST).
 * received vs offered: offered is ``rate`` x 3 streams (``btcusdt@kline_1m``, ``@aggTrade``,
   ``@bookTicker``: one frame each per simulator tick); sent is what the simulator queued to
   the socket in the window; received is what svc's feed decoded. A backlog between the two
@@ -26,9 +36,8 @@ takes a snapshot of every counter, waits ``window_s`` seconds and reads it all a
 * loop lag: ``svc.loop.lag`` sampled every ``LOOP_LAG_INTERVAL_S`` (svc's default is 50 ms;
   10 ms here gives p99.9 enough samples).
 
-The simulator runs in the service's event loop (that is what ``exchange = "sim"`` embeds), so
-its work - generating the market, encoding frames, matching orders - shares the loop and the
-CPU with svc; the numbers are an upper bound of what svc alone costs. Strategies trade far
+CPU is reported for svc's process and, when external, for the simulator's (``/proc``): both
+share the machine's cores. Strategies trade far
 more often than the defaults, so that the window holds order acks: a trade-flow strategy with
 a window of 10 trades, threshold 0.2 and a 50 ms cooldown, next to the EMA crossover; risk
 allows 6000 orders per minute so that it never caps the rate. No OTLP endpoint is set: spans
@@ -45,13 +54,16 @@ the configuration, the timings, where to write the result and the plan).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,18 +121,42 @@ TARGET = (
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the simulator runs and how orders travel to it."""
+
+    simulator: str
+    """``external``: ``svc sim`` in its own process (``sim.url``), as an exchange would be;
+    ``embedded``: inside svc's process and event loop (``exchange = "sim"`` alone)."""
+    transport: str
+    """svc's ``order_transport``: ``ws`` (WebSocket API) or ``rest``."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.simulator} sim, {self.transport}"
+
+
+MAIN = Layout("external", "ws")
+"""The layout of the rate sweep and of the target: svc's defaults, the exchange elsewhere."""
+COMPARED = (Layout("external", "rest"), Layout("embedded", "ws"), Layout("embedded", "rest"))
+"""Measured at ``TARGET_RATE`` only, beside ``MAIN``: what each choice costs."""
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     rates: tuple[int, ...]
-    """Offered messages per second, one run each."""
+    """Offered messages per second, one run each (``MAIN`` layout)."""
     settle_s: float
     """Seconds between the end of the feed's warm-up and the start of the window."""
     window_s: float
+    compared: tuple[Layout, ...] = COMPARED
+    """Layouts also run at ``TARGET_RATE``."""
 
 
-QUICK = Plan(rates=(1000, 5000), settle_s=1.0, window_s=3.0)
+QUICK = Plan(rates=(1000, 5000), settle_s=1.0, window_s=3.0, compared=(Layout("embedded", "rest"),))
 FULL = Plan(rates=(1000, 5000, 10_000, 20_000), settle_s=2.0, window_s=20.0)
 
 COLUMNS = [
+    "layout",
     "offered msg/s",
     "sent msg/s",
     "received msg/s",
@@ -134,20 +170,27 @@ COLUMNS = [
     "feed lag p99 ms",
     "dropped data/signal/order",
     "loop lag p99 µs",
-    "CPU %",
+    "CPU % svc",
+    "CPU % sim",
 ]
 
 # ---------------------------------------------------------------- configuration
 
 
-def service_overrides(*, offered: float, workdir: Path) -> dict[str, Any]:
+def service_overrides(
+    *, offered: float, workdir: Path, layout: Layout = MAIN, sim_url: str = ""
+) -> dict[str, Any]:
     """``build_config`` overrides of one run (see the module docstring for the why)."""
+    sim: dict[str, Any] = {"rate": offered / STREAMS_PER_TICK, "speed": SIM_SPEED}
+    if layout.simulator == "external":
+        sim = {"url": sim_url}
     return {
         "exchange": "sim",
+        "order_transport": layout.transport,
         "symbols": [SYMBOL],
         "intervals": [INTERVAL],
         "strategies": [dict(spec) for spec in STRATEGIES],
-        "sim": {"rate": offered / STREAMS_PER_TICK, "speed": SIM_SPEED},
+        "sim": sim,
         "risk": {"max_orders_per_minute": MAX_ORDERS_PER_MINUTE},
         "audit": {"path": str(workdir / "audit.jsonl")},
         "telemetry": {"health_port": -1, "loop_lag_interval": LOOP_LAG_INTERVAL_S},
@@ -190,8 +233,10 @@ class Window:
     publishes them as cumulative series): a benchmark child exports nothing anyone reads.
     """
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Any, sim_stats: dict[str, int], sim_pid: int | None) -> None:
         self.service = service
+        self.sim_pid = sim_pid
+        self.sim_cpu = _process_cpu_s(sim_pid)
         service.recorder.reset()
         service.loop_lag.histogram.reset()
         service.gc_pauses.drain()
@@ -203,17 +248,18 @@ class Window:
             self.tiers[tier.name] = tier.statistics()
         self.messages = sum(service.feed.statistics.messages.values())
         self.reconnects = dict(service.feed.statistics.reconnects)
-        self.sim = dict(service.sim.stats)
+        self.sim = sim_stats
         self.tracing = service.tracer.statistics()
         self.spans_dropped = service.telemetry.dropped_spans()
         self.wall = time.perf_counter()
         self.cpu = time.process_time()
         self.loop_cpu = time.thread_time()
 
-    def close(self) -> dict[str, Any]:
+    def close(self, sim_stats: dict[str, int]) -> dict[str, Any]:
         service = self.service
         elapsed = time.perf_counter() - self.wall
         cpu = time.process_time() - self.cpu
+        sim_cpu = _process_cpu_s(self.sim_pid) - self.sim_cpu
         loop_cpu = time.thread_time() - self.loop_cpu
         recorder = service.recorder
         decision = LatencyHistogram()
@@ -235,7 +281,7 @@ class Window:
                 "queue_wait": _summarize(tier.queue_wait.snapshot()),
             }
         received = sum(service.feed.statistics.messages.values()) - self.messages
-        sim = {k: v - self.sim.get(k, 0) for k, v in service.sim.stats.items()}
+        sim = {k: v - self.sim.get(k, 0) for k, v in sim_stats.items()}
         reconnects = {
             reason: count - self.reconnects.get(reason, 0)
             for reason, count in service.feed.statistics.reconnects.items()
@@ -264,6 +310,7 @@ class Window:
                 for generation, h in service.gc_pauses.histograms.items()
             },
             "cpu_percent": 100 * cpu / elapsed,
+            "sim_cpu_percent": 100 * sim_cpu / elapsed if self.sim_pid is not None else None,
             "loop_thread_cpu_percent": 100 * loop_cpu / elapsed,
             "tracing": tracing,
             "spans_dropped": service.telemetry.dropped_spans() - self.spans_dropped,
@@ -273,6 +320,25 @@ class Window:
                 "tick_order": _quantile_points(order_snapshot),
             },
         }
+
+
+def _process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``); 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _sim_stats(service: Any, sim_url: str) -> dict[str, int]:
+    """The simulator's counters: read directly when embedded, from ``/_sim/state`` if not."""
+    if service.sim is not None:
+        return dict(service.sim.stats)
+    import aiohttp  # noqa: PLC0415
+
+    async with aiohttp.ClientSession() as session, session.get(f"{sim_url}/_sim/state") as answer:
+        state = await answer.json()
+    return {str(k): int(v) for k, v in state["stats"].items()}
 
 
 async def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -294,9 +360,10 @@ async def measure(spec: dict[str, Any]) -> dict[str, Any]:
             raise SystemExit("svc did not warm up in time")
         await asyncio.sleep(0.05)
     await asyncio.sleep(spec["settle_s"])
-    window = Window(service)
+    sim_url = spec["overrides"]["sim"].get("url", "")
+    window = Window(service, await _sim_stats(service, sim_url), spec.get("sim_pid"))
     await asyncio.sleep(spec["window_s"])
-    measured = window.close()
+    measured = window.close(await _sim_stats(service, sim_url))
     service.request_stop("benchmark window over")
     stopping = time.monotonic()
     done, _ = await asyncio.wait([running], timeout=spec["stop_timeout_s"])
@@ -363,6 +430,7 @@ def run_service(
     workdir: Path,
     environ: Mapping[str, str] | None = None,
     exit_grace_s: float = 5.0,
+    sim_pid: int | None = None,
 ) -> dict[str, Any]:
     """One service run in a child process; prints a dot per second while it runs.
 
@@ -383,6 +451,7 @@ def run_service(
         "startup_timeout_s": 30.0,
         "stop_timeout_s": STOP_TIMEOUT_S,
         "result_path": str(result_path),
+        "sim_pid": sim_pid,
     }
     spec_path.write_text(json.dumps(spec))
     sys.stderr.write(f"  {label:<28}")
@@ -447,22 +516,98 @@ def stop_note(runs: list[dict[str, Any]]) -> str | None:
     )
 
 
-def run(plan: Plan, workdir: Path) -> list[dict[str, Any]]:
-    runs = []
-    sys.stderr.write(
-        f"e2e: {len(plan.rates)} rates x {plan.window_s:g} s window "
-        f"(+ start, {plan.settle_s:g} s settle, stop), one child process each\n"
-    )
-    for rate in plan.rates:
-        directory = workdir / f"rate-{rate}"
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def external_simulator(*, offered: float, workdir: Path) -> Iterator[tuple[str, int]]:
+    """``svc sim`` in its own process on a free loopback port; yields its URL and pid."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "svc.cli",
+        "sim",
+        "--port",
+        str(port),
+        "--symbols",
+        SYMBOL,
+        "--intervals",
+        INTERVAL,
+        "--speed",
+        str(SIM_SPEED),
+        "--rate",
+        str(offered / STREAMS_PER_TICK),
+    ]
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "sim.log").open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
+            command, cwd=REPOSITORY, env=child_environment({}), stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 30.0
+            while not _answers(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = (workdir / "sim.log").read_text(errors="replace")[-2000:]
+                    raise SystemExit(f"svc sim did not start (exit {process.poll()}):\n{tail}")
+                time.sleep(0.1)
+            yield url, process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(10.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v3/ping", timeout=1.0) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def run_layout(layout: Layout, rate: int, plan: Plan, directory: Path) -> dict[str, Any]:
+    """One window of ``layout`` at ``rate`` offered messages/s."""
+    label = f"{rate:>6,} msg/s, {layout.label}"
+    with contextlib.ExitStack() as stack:
+        sim_url, sim_pid = "", None
+        if layout.simulator == "external":
+            sim_url, sim_pid = stack.enter_context(
+                external_simulator(offered=rate, workdir=directory)
+            )
         measured = run_service(
-            label=f"{rate:>6,} msg/s offered",
-            overrides=service_overrides(offered=rate, workdir=directory),
+            label=f"{label:<34}",
+            overrides=service_overrides(
+                offered=rate, workdir=directory, layout=layout, sim_url=sim_url
+            ),
             settle_s=plan.settle_s,
             window_s=plan.window_s,
             workdir=directory,
+            sim_pid=sim_pid,
         )
-        measured["offered_per_s"] = rate
+    measured["offered_per_s"] = rate
+    measured["layout"] = {"simulator": layout.simulator, "transport": layout.transport}
+    return measured
+
+
+def run(plan: Plan, workdir: Path) -> list[dict[str, Any]]:
+    runs = []
+    sys.stderr.write(
+        f"e2e: {len(plan.rates)} rates ({MAIN.label}) and {len(plan.compared)} other layouts "
+        f"at {TARGET_RATE:,} msg/s, {plan.window_s:g} s window each "
+        f"(+ start, {plan.settle_s:g} s settle, stop), one child process each\n"
+    )
+    jobs = [(MAIN, rate) for rate in plan.rates] + [(other, TARGET_RATE) for other in plan.compared]
+    for layout, rate in jobs:
+        directory = workdir / f"{layout.simulator}-{layout.transport}-{rate}"
+        measured = run_layout(layout, rate, plan, directory)
         sys.stderr.write(
             f" received {measured['received_per_s']:>7,.0f}/s, decision p99 "
             f"{measured['tick_decision']['p99_us']:,.0f} µs, ack p99 "
@@ -473,11 +618,19 @@ def run(plan: Plan, workdir: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def layout_of(run: dict[str, Any]) -> Layout:
+    """A run's layout; runs saved before layouts existed were embedded, REST."""
+    found = run.get("layout") or {"simulator": "embedded", "transport": "rest"}
+    return Layout(found["simulator"], found["transport"])
+
+
 def row(run: dict[str, Any]) -> list[Any]:
     tiers = run["tiers"]
     dropped = "/".join(str(tiers[t]["dropped"]) for t in ("data", "signal", "order"))
     decision, order = run["tick_decision"], run["tick_order"]
+    sim_cpu = run.get("sim_cpu_percent")
     return [
+        layout_of(run).label,
         run["offered_per_s"],
         round(run["sent_per_s"]),
         round(run["received_per_s"]),
@@ -492,11 +645,12 @@ def row(run: dict[str, Any]) -> list[Any]:
         dropped,
         round(run["loop_lag"]["p99_us"]),
         round(run["cpu_percent"]),
+        "-" if sim_cpu is None else round(sim_cpu),
     ]
 
 
 def verdict(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    at = next((r for r in runs if r["offered_per_s"] == TARGET_RATE), None)
+    at = next((r for r in runs if r["offered_per_s"] == TARGET_RATE and layout_of(r) == MAIN), None)
     if at is None:
         return {"description": TARGET, "met": None, "text": "not measured (no 5k run)"}
     order = at["tick_order"]
@@ -510,6 +664,7 @@ def verdict(runs: list[dict[str, Any]]) -> dict[str, Any]:
     )
     return {
         "description": TARGET,
+        "layout": MAIN.label,
         "ack_p99_us": order["p99_us"],
         "orders": order["count"],
         "order_tier_dropped": dropped,
@@ -538,6 +693,13 @@ def format_table(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _short(run: dict[str, Any]) -> str:
+    """``5k`` for the main layout, ``5k embedded rest`` for the others."""
+    rate = f"{run['offered_per_s'] // 1000}k"
+    layout = layout_of(run)
+    return rate if layout == MAIN else f"{rate} {layout.simulator} {layout.transport}"
+
+
 def write_chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib  # noqa: PLC0415  (optional, heavy: only when a chart is written)
 
@@ -564,7 +726,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
                     where="post",
                     linestyle=style,
                     color=colour,
-                    label=f"{run['offered_per_s']:,}/s {what}",
+                    label=f"{_short(run)} {what}",
                 )
     latency.axhline(TARGET_ACK_P99_US, color="grey", linestyle=":", linewidth=1)
     latency.text(0.02, TARGET_ACK_P99_US * 1.08, "1 ms (ack p99 target)", fontsize=8)
@@ -577,7 +739,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     latency.grid(True, which="both", alpha=0.3)
     latency.legend(fontsize=7, ncol=2, loc="upper left")
 
-    labels = [f"{r['offered_per_s'] // 1000}k" for r in runs]
+    labels = [_short(r).replace(" ", "\n", 1) for r in runs]
     x = np.arange(len(runs))
     width = 0.27
     rates.bar(x - width, [r["offered_per_s"] for r in runs], width, label="offered", color="0.75")
@@ -590,7 +752,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         color="tab:green",
     )
     rates.set_xticks(x, labels)
-    rates.set_xlabel("offered messages/s")
+    rates.set_xlabel(f"offered messages/s ({MAIN.label} unless named)")
     rates.set_ylabel("messages/s in the window")
     rates.set_title("throughput", fontsize=10)
     rates.legend(fontsize=8)
@@ -634,6 +796,8 @@ def main(*, quick: bool = False, json_path: Path | None = None) -> int:
             "symbol": SYMBOL,
             "streams": STREAMS_PER_TICK,
             "strategies": list(STRATEGIES),
+            "layout": MAIN.label,
+            "compared_at_target_rate": [layout.label for layout in plan.compared],
             "loop_lag_interval_s": LOOP_LAG_INTERVAL_S,
         },
         "unit": "µs from svc's receive stamp; percentiles are histogram bucket bounds (<= +12.5%)",
@@ -641,7 +805,11 @@ def main(*, quick: bool = False, json_path: Path | None = None) -> int:
         "rows": rows,
         "target": target,
         "notes": [
-            "the simulator shares svc's event loop and CPU (exchange = sim)",
+            (
+                f"rate sweep and target: {MAIN.label} (svc sim in its own process, orders over "
+                "the WebSocket API); other layouts at the target rate only"
+            ),
+            "embedded: the simulator shares svc's event loop and CPU (exchange = sim alone)",
             "decision = tick outcomes no_signal + signal; ack = outcome order",
             "sent = frames the simulator queued to the websocket in the window",
             *filter(None, [stop_note(runs)]),

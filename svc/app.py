@@ -403,6 +403,7 @@ class Service:
                     api_key=credentials.api_key,
                     api_secret=credentials.api_secret,
                     sim_url=self.sim.http_url if self.sim is not None else self.config.sim.url,
+                    order_transport=self.config.order_transport,
                 )
             except ExchangeUnavailable as error:
                 if attempt == attempts:

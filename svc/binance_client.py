@@ -6,6 +6,14 @@ overriding their URL attributes), maps every library error to the ``svc.errors``
 keeps the clock offset to the exchange (and resynchronises once on -1021), and remembers
 the request weight Binance reports in ``X-MBX-USED-WEIGHT-1M``.
 
+Orders are placed, cancelled and queried over Binance's WebSocket API (``order.place``,
+``order.cancel``, ``order.status``, ``openOrders.status`` through python-binance's ``ws_*``
+methods, on the connection that also carries the user-data subscription) or over REST,
+as ``order_transport`` says. Both answer with the same payloads and the same error codes;
+a WebSocket request that gets no answer (connection lost, python-binance's 10 s timeout)
+is ``ExchangeUnavailable``, exactly like a REST request that does: the order's state is then
+unknown and the order manager asks for it by client order id.
+
 Market sockets hand svc the raw frame text: their ``json_loads`` is replaced by the
 identity so that ``svc.binance.streams.FrameDecoder`` decodes each frame exactly once.
 """
@@ -23,7 +31,11 @@ from typing import Any, Literal
 import aiohttp
 import msgspec
 from binance import AsyncClient, BinanceSocketManager
-from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.exceptions import (
+    BinanceAPIException,
+    BinanceRequestException,
+    BinanceWebsocketUnableToConnect,
+)
 from binance.ws.constants import WSListenerState
 from binance.ws.websocket_api import WebsocketAPI
 
@@ -51,7 +63,16 @@ from svc.throttle import RequestGate
 log = logging.getLogger(__name__)
 
 Venue = Literal["sim", "binance", "binance-testnet"]
+OrderTransport = Literal["ws", "rest"]
 RECV_WINDOW_MS = 5_000
+
+
+_REST_ROUTES = {
+    "order.place": "POST /api/v3/order",
+    "order.cancel": "DELETE /api/v3/order",
+    "order.status": "GET /api/v3/order",
+    "openOrders.status": "GET /api/v3/openOrders",
+}
 
 
 def _identity(message: Any) -> Any:
@@ -61,9 +82,16 @@ def _identity(message: Any) -> Any:
 class BinanceClient:
     """svc's ``ExchangeClient`` for Binance spot (see the module docstring)."""
 
-    def __init__(self, *, client: AsyncClient, manager: BinanceSocketManager) -> None:
+    def __init__(
+        self,
+        *,
+        client: AsyncClient,
+        manager: BinanceSocketManager,
+        order_transport: OrderTransport = "ws",
+    ) -> None:
         self._client = client
         self.manager = manager
+        self.order_transport: OrderTransport = order_transport
         self.used_weight = 0
         self.requests = 0
         self.resyncs = 0
@@ -71,7 +99,13 @@ class BinanceClient:
 
     @classmethod
     async def connect(
-        cls, *, venue: Venue, api_key: str, api_secret: str, sim_url: str = ""
+        cls,
+        *,
+        venue: Venue,
+        api_key: str,
+        api_secret: str,
+        sim_url: str = "",
+        order_transport: OrderTransport = "ws",
     ) -> BinanceClient:
         """Create the client, check the exchange answers, and measure the clock offset."""
         client = AsyncClient(api_key, api_secret, testnet=venue == "binance-testnet")
@@ -84,7 +118,7 @@ class BinanceClient:
             client.API_URL = f"{sim_url}/api"
             client.ws_api = WebsocketAPI(url=f"{ws_url}/ws-api/v3")
             manager.STREAM_URL = f"{ws_url}/"
-        self = cls(client=client, manager=manager)
+        self = cls(client=client, manager=manager, order_transport=order_transport)
         try:
             await self._call(client.ping)
             await self.sync_clock()
@@ -121,7 +155,13 @@ class BinanceClient:
             if isinstance(mapped, RateLimited):
                 self.gate.on_limited(mapped)
             raise mapped from None
-        except (BinanceRequestException, aiohttp.ClientError, TimeoutError, OSError) as error:
+        except (
+            BinanceRequestException,
+            BinanceWebsocketUnableToConnect,
+            aiohttp.ClientError,
+            TimeoutError,
+            OSError,
+        ) as error:
             raise ExchangeUnavailable(0, f"{type(error).__name__}: {error}") from None
         self._note_weight(getattr(self._client, "response", None))
         self.gate.on_success()
@@ -142,6 +182,20 @@ class BinanceClient:
         after = time.time()
         local_ms = int((before + after) / 2 * 1000)
         self._client.timestamp_offset = int(answer["serverTime"]) - local_ms
+
+    @property
+    def _ws(self) -> dict[str, Any]:
+        """Extra parameters of a WebSocket API order request; empty when orders go over REST.
+
+        python-binance adds ``recvWindow`` to REST requests itself, not to WebSocket ones.
+        """
+        return {"recvWindow": RECV_WINDOW_MS} if self.order_transport == "ws" else {}
+
+    def _stream(self, ws_method: str) -> str:
+        """Where a payload came from, for decode errors: the WS API method or the REST route."""
+        if self.order_transport == "ws":
+            return f"ws-api {ws_method}"
+        return _REST_ROUTES[ws_method]
 
     # ----------------------------------------------------------------- ExchangeClient
 
@@ -170,22 +224,24 @@ class BinanceClient:
         if order.order_type == "LIMIT":
             params["price"] = format(order.price, "f")
             params["timeInForce"] = order.time_in_force or "GTC"
-        raw = await self._call(self._client.create_order, **params)
-        response = convert_as(OrderResponse, raw, stream="POST /api/v3/order")
+        if self.order_transport == "ws":
+            params["recvWindow"] = RECV_WINDOW_MS
+            raw = await self._call(self._client.ws_create_order, **params)
+        else:
+            raw = await self._call(self._client.create_order, **params)
+        response = convert_as(OrderResponse, raw, stream=self._stream("order.place"))
         return order_response_to_update(response, order, ts_init=time.time_ns())
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
-        raw = await self._call(
-            self._client.cancel_order, symbol=symbol, origClientOrderId=client_order_id
-        )
-        response = convert_as(CancelResponse, raw, stream="DELETE /api/v3/order")
+        method = self._client.ws_cancel_order if self._ws else self._client.cancel_order
+        raw = await self._call(method, symbol=symbol, origClientOrderId=client_order_id, **self._ws)
+        response = convert_as(CancelResponse, raw, stream=self._stream("order.cancel"))
         return _state_update(response, execution_type="CANCELED")
 
     async def query_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
-        raw = await self._call(
-            self._client.get_order, symbol=symbol, origClientOrderId=client_order_id
-        )
-        state = convert_as(OrderState, raw, stream="GET /api/v3/order")
+        method = self._client.ws_get_order if self._ws else self._client.get_order
+        raw = await self._call(method, symbol=symbol, origClientOrderId=client_order_id, **self._ws)
+        state = convert_as(OrderState, raw, stream=self._stream("order.status"))
         update = _state_update(state, execution_type="QUERY")
         executed = update.filled_quantity
         if not executed:
@@ -200,8 +256,9 @@ class BinanceClient:
         )
 
     async def open_orders(self, symbol: str) -> list[OrderUpdate]:
-        raw = await self._call(self._client.get_open_orders, symbol=symbol)
-        states = convert_as(list[OrderState], raw, stream="GET /api/v3/openOrders")
+        method = self._client.ws_get_open_orders if self._ws else self._client.get_open_orders
+        raw = await self._call(method, symbol=symbol, **self._ws)
+        states = convert_as(list[OrderState], raw, stream=self._stream("openOrders.status"))
         return [_state_update(state, execution_type="NEW") for state in states]
 
     async def klines(
@@ -279,12 +336,29 @@ def _svc_error(error: BinanceAPIException) -> ExchangeError:
         value = headers.get("Retry-After")
         if value and str(value).isdigit():
             retry_after = float(value)
+    elif isinstance(response, dict):
+        retry_after = _ws_retry_after(response)
     return exchange_error(
         int(error.code),
         str(error.message),
         http_status=int(error.status_code),
         retry_after=retry_after,
     )
+
+
+def _ws_retry_after(answer: dict[str, Any]) -> float:
+    """Seconds until a refused WebSocket API request may be retried (0: not said).
+
+    Binance puts ``retryAfter`` (a time in ms) and ``serverTime`` in the error's ``data``.
+    """
+    error = answer.get("error")
+    data = error.get("data") if isinstance(error, dict) else None
+    if not isinstance(data, dict):
+        return 0.0
+    until, now = data.get("retryAfter"), data.get("serverTime")
+    if not isinstance(until, int) or not isinstance(now, int):
+        return 0.0
+    return float(max(1, -(-(until - now) // 1000)))
 
 
 def order_response_to_update(

@@ -29,6 +29,7 @@ from svc.errors import ConfigError
 ENV_PREFIX = "SVC_"
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "1d")
 Exchange = Literal["sim", "binance", "binance-testnet"]
+OrderTransport = Literal["ws", "rest"]
 
 
 class SimSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -115,6 +116,11 @@ class ReconcileSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     exchange: Exchange = "sim"
+    order_transport: OrderTransport = "ws"
+    """How orders are placed, cancelled and queried: ``ws`` over Binance's WebSocket API (one
+    signed JSON message on a connection that stays open; about half the round trip of REST
+    here, see ``bench/README.md``), ``rest`` over signed HTTPS requests. Market data, the
+    user-data stream and everything else use the same paths either way."""
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     intervals: tuple[str, ...] = ("1m", "5m")
     duration: float = 0.0

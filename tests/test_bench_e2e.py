@@ -66,9 +66,18 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_e2e_quick_measures_every_rate_end_to_end(results: Path) -> None:
     report = quick("e2e", results)
     rates = report["plan"]["rates"]
-    assert [run["offered_per_s"] for run in report["runs"]] == rates
-    assert len(report["rows"]) == len(rates)
+    compared = report["plan"]["compared_at_target_rate"]
+    assert [run["offered_per_s"] for run in report["runs"]] == rates + [5000] * len(compared)
+    assert len(report["rows"]) == len(rates) + len(compared)
+    layouts = [(run["layout"]["simulator"], run["layout"]["transport"]) for run in report["runs"]]
+    assert layouts[: len(rates)] == [("external", "ws")] * len(rates)  # svc's defaults
+    assert ("embedded", "rest") in layouts[len(rates) :]
     for run in report["runs"]:
+        # the simulator's own process worked in the external layout; none exists otherwise
+        external = run["layout"]["simulator"] == "external"
+        assert (run["sim_cpu_percent"] is not None) == external
+        if external:
+            assert run["sim_cpu_percent"] > 0
         assert run["received"] > 0
         assert run["sent_per_s"] > 0
         assert run["tick_decision"]["count"] > 0

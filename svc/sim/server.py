@@ -9,8 +9,10 @@ what ``svc sim`` runs.
 Routes (as Binance serves them, on one port):
 
 * websocket ``/ws/<stream>`` (bare frames), ``/stream?streams=a/b/c`` (combined frames),
-  ``/ws/<listenKey>`` (user data), ``/ws-api/v3`` (WebSocket API: ``userDataStream.subscribe
-  .signature``, ``ping``, ``time``);
+  ``/ws/<listenKey>`` (user data), ``/ws-api/v3`` (WebSocket API: ``ping``, ``time``,
+  ``userDataStream.subscribe.signature``, ``userDataStream.unsubscribe``, and ``order.place``,
+  ``order.cancel``, ``order.status``, ``openOrders.status`` sharing the REST order handlers'
+  implementation, faults, request weight and rate limits);
 * REST ``/api/v3/ping|time|exchangeInfo|klines|ticker/bookTicker|order|openOrders|account|
   userDataStream``;
 * admin ``/_sim/state``, ``/_sim/klines``, ``/_sim/faults`` (GET to read, POST JSON to set).
@@ -40,7 +42,16 @@ from urllib.parse import urlencode
 from aiohttp import WSMsgType, web
 
 from svc.binance._codec import encode
-from svc.binance.rest import Account, AccountBalance, ListenKey, ServerTime, encode_error
+from svc.binance.rest import (
+    Account,
+    AccountBalance,
+    CancelResponse,
+    ListenKey,
+    OrderResponse,
+    OrderState,
+    ServerTime,
+    encode_error,
+)
 from svc.binance.streams import WireEvent, encode_combined, encode_event, encode_subscription_event
 from svc.clock import SYSTEM_CLOCK, Clock
 from svc.errors import ConfigError, ExchangeError, exchange_error
@@ -55,7 +66,13 @@ from svc.sim.market import (
     SimTrade,
     SyntheticMarket,
 )
-from svc.sim.signing import Credentials, check_api_key, sign, verify_signed
+from svc.sim.signing import (
+    DEFAULT_RECV_WINDOW_MS,
+    Credentials,
+    check_api_key,
+    sign,
+    verify_signed,
+)
 from svc.sim.symbols import exchange_info, listing, rules_for
 
 log = logging.getLogger(__name__)
@@ -84,6 +101,15 @@ WEIGHTS = {
     "/api/v3/account": 20,
     "/api/v3/userDataStream": 2,
 }
+WS_API_WEIGHTS = {
+    "order.place": 1,
+    "order.cancel": 1,
+    "order.status": 4,
+    "openOrders.status": 6,
+}
+"""Request weight of the WebSocket API's order methods, as Binance documents them
+(``openOrders.status`` without ``symbol``: 80). They share the REST requests' minute."""
+WEIGHT_LIMIT_PER_MINUTE = 6000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +158,28 @@ class SimConfig:
             raise ConfigError("frames", f"{str(self.frames)!r} is not a file")
         if not self.api_key or not self.api_secret:
             raise ConfigError("api_key", "the API key and secret must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    """A refused request: HTTP 429 (rate-limited) or 418 (banned) until ``until_ms``."""
+
+    status: int
+    now_ms: int
+    until_ms: int
+
+    @property
+    def message(self) -> str:
+        if self.status == 418:
+            return (
+                f"Way too much request weight used; IP banned until {self.until_ms}. "
+                "Please use WebSocket Streams for live updates to avoid bans."
+            )
+        return (
+            f"Too much request weight used; current limit is {WEIGHT_LIMIT_PER_MINUTE} request "
+            "weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling "
+            "the API."
+        )
 
 
 class _Subscriber:
@@ -544,55 +592,73 @@ class SimExchange:
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
-                    self._enqueue(subscriber, self._ws_api_answer(subscriber, message.data))
+                    # One request at a time: a connection's answers come in its requests' order.
+                    self._enqueue(subscriber, await self._ws_api_answer(subscriber, message.data))
         finally:
             await self._drop(subscriber, code=1000, reason="closed")
         return ws
 
-    def _ws_api_answer(self, subscriber: _Subscriber, text: str) -> str:
-        try:
-            request = json.loads(text)
-            ident, method = request.get("id"), request["method"]
-            params = dict(request.get("params") or {})
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return json.dumps(
-                {
-                    "id": None,
-                    "status": 400,
-                    "error": {"code": -1100, "msg": "Illegal characters found in a parameter."},
-                }
-            )
-
-        def answer(result: Any) -> str:
-            return json.dumps({"id": ident, "status": 200, "result": result})
-
-        def failure(error: ExchangeError) -> str:
-            return json.dumps(
-                {
-                    "id": ident,
-                    "status": error.http_status or 400,
-                    "error": {"code": error.code, "msg": error.msg},
-                }
-            )
-
+    async def _ws_api_answer(self, subscriber: _Subscriber, text: str) -> str:
+        request = _ws_api_request(text)
+        if request is None:
+            malformed = exchange_error(-1100, "Illegal characters found in a parameter.")
+            return _ws_api_error(None, malformed)
+        ident, method, params = request
+        if method in WS_API_WEIGHTS:
+            return await self._ws_api_order(ident, method, params)
         if method == "ping":
-            return answer({})
+            return _ws_api_result(ident, {})
         if method == "time":
-            return answer({"serverTime": self.server_time_ms()})
+            return _ws_api_result(ident, {"serverTime": self.server_time_ms()})
         if method == "userDataStream.subscribe.signature":
             error = self._verify_ws_api_signature(params)
             if error is not None:
-                return failure(error)
+                return _ws_api_error(ident, error)
             if subscriber.subscription_id is None:
                 subscriber.subscription_id = self._next_subscription
                 self._next_subscription += 1
                 self._users.add(subscriber)
-            return answer({"subscriptionId": subscriber.subscription_id})
+            return _ws_api_result(ident, {"subscriptionId": subscriber.subscription_id})
         if method == "userDataStream.unsubscribe":
             self._users.discard(subscriber)
             subscriber.subscription_id = None
-            return answer({})
-        return failure(exchange_error(-1100, f"Unknown method {method!r}."))
+            return _ws_api_result(ident, {})
+        return _ws_api_error(ident, exchange_error(-1100, f"Unknown method {method!r}."))
+
+    async def _ws_api_order(self, ident: Any, method: str, params: dict[str, Any]) -> str:
+        """``order.place|cancel|status`` and ``openOrders.status``: the REST handlers' logic."""
+        limit = self._rate_limited()
+        if limit is not None:
+            skew = self.faults.clock_skew_ms
+            body = {
+                "code": -1003,
+                "msg": limit.message,
+                "data": {"serverTime": limit.now_ms + skew, "retryAfter": limit.until_ms + skew},
+            }
+            used = self._used_weight(limit.now_ms)
+            return _ws_api_frame(ident, status=limit.status, error=body, used_weight=used)
+        weight = WS_API_WEIGHTS[method]
+        if method == "openOrders.status" and "symbol" not in params:
+            weight = 80
+        used = self._add_weight(weight)
+        try:
+            error = self._verify_ws_api_signature(params)
+            if error is not None:
+                self.stats[f"rejected_{error.code}"] += 1
+                raise error
+            fields = _ws_api_params(params)
+            result: Any
+            if method == "order.place":
+                result = await self._place(fields)
+            elif method == "order.cancel":
+                result = self._cancel(fields)
+            elif method == "order.status":
+                result = self._order_status(fields)
+            else:
+                result = self._open_order_states(fields)
+        except ExchangeError as error:
+            return _ws_api_error(ident, error, used_weight=used)
+        return _ws_api_result(ident, result, used_weight=used)
 
     def _verify_ws_api_signature(self, params: dict[str, Any]) -> ExchangeError | None:
         error = check_api_key(self._credentials, str(params.get("apiKey", "")))
@@ -602,10 +668,11 @@ class SimExchange:
         payload = urlencode(sorted(params.items()))
         timestamp = params.get("timestamp")
         if not isinstance(timestamp, int):
-            return exchange_error(
-                -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
-            )
-        if abs(self.server_time_ms() - timestamp) > int(params.get("recvWindow", 5000)):
+            return _mandatory("timestamp")
+        recv_window = params.get("recvWindow", DEFAULT_RECV_WINDOW_MS)
+        if not isinstance(recv_window, int | float) or isinstance(recv_window, bool):
+            return _mandatory("recvWindow")
+        if abs(self.server_time_ms() - timestamp) > recv_window:
             return exchange_error(-1021, "Timestamp for this request is outside of the recvWindow.")
         if not secrets.compare_digest(sign(self._credentials.api_secret, payload), signature):
             return exchange_error(-1022, "Signature for this request is not valid.")
@@ -624,10 +691,12 @@ class SimExchange:
                 return web.json_response({"error": str(error), "field": error.field}, status=400)
         if self.faults.latency_ms and not request.path.startswith(("/ws", "/stream")):
             await asyncio.sleep(self.faults.latency_ms / 1000)
-        limited = self._rate_limited()
-        if limited is not None:
-            return limited
-        used = self._add_weight(request)
+        # The WebSocket API's handshake is never refused: its requests are limited one by one,
+        # answering in-band with ``retryAfter`` that a client can act on (see _ws_api_order).
+        limit = None if request.path == "/ws-api/v3" else self._rate_limited()
+        if limit is not None:
+            return self._limit_response(limit)
+        used = self._add_weight(_rest_weight(request))
         try:
             response = await handler(request)
         except ExchangeError as error:
@@ -643,13 +712,11 @@ class SimExchange:
             response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
         return response
 
-    def _add_weight(self, request: web.Request) -> int:
+    def _add_weight(self, weight: int) -> int:
+        """Count a request's weight in this minute; returns the minute's used weight."""
         minute = self._now_ms() // 60_000
         if minute != self._weight_minute:
             self._weight_minute, self._weight_used = minute, 0
-        weight = WEIGHTS.get(request.path, 1)
-        if request.path == "/api/v3/openOrders" and "symbol" not in request.query:
-            weight = 80
         self._weight_used += weight
         return self._weight_used + self.faults.extra_weight
 
@@ -658,38 +725,35 @@ class SimExchange:
         used = self._weight_used if now_ms // 60_000 == self._weight_minute else 0
         return used + self.faults.extra_weight
 
-    def _rate_limited(self) -> web.Response | None:
+    def _rate_limited(self) -> _Limit | None:
+        """Whether the next request (REST or WebSocket API) is refused, and until when."""
         now = self._now_ms()
+        limit: _Limit | None = None
         if now < self._banned_until_ms:
-            return self._limit_response(418, now, self._banned_until_ms)
-        if now < self._limited_until_ms:
+            limit = _Limit(418, now, self._banned_until_ms)
+        elif now < self._limited_until_ms:
             self._requests_while_limited += 1
             if self._requests_while_limited > self.faults.ban_after:
                 self._banned_until_ms = now + int(self.faults.ban_seconds * 1000)
-                return self._limit_response(418, now, self._banned_until_ms)
-            return self._limit_response(429, now, self._limited_until_ms)
-        if self._used_weight(now) >= 6000:
-            return self._limit_response(429, now, (now // 60_000 + 1) * 60_000)
-        return None
+                limit = _Limit(418, now, self._banned_until_ms)
+            else:
+                limit = _Limit(429, now, self._limited_until_ms)
+        elif self._used_weight(now) >= WEIGHT_LIMIT_PER_MINUTE:
+            limit = _Limit(429, now, (now // 60_000 + 1) * 60_000)
+        if limit is not None:
+            self.stats[f"http_{limit.status}"] += 1
+        return limit
 
-    def _limit_response(self, status: int, now_ms: int, until_ms: int) -> web.Response:
-        self.stats[f"http_{status}"] += 1
-        if status == 418:
-            msg = (
-                f"Way too much request weight used; IP banned until {until_ms}. "
-                "Please use WebSocket Streams for live updates to avoid bans."
-            )
-        else:
-            msg = (
-                "Too much request weight used; current limit is 6000 request weight per 1 MINUTE. "
-                "Please use WebSocket Streams for live updates to avoid polling the API."
-            )
+    def _limit_response(self, limit: _Limit) -> web.Response:
         response = web.Response(
-            body=encode_error(-1003, msg), status=status, content_type="application/json"
+            body=encode_error(-1003, limit.message),
+            status=limit.status,
+            content_type="application/json",
         )
-        response.headers["Retry-After"] = str(max(1, math.ceil((until_ms - now_ms) / 1000)))
+        seconds = math.ceil((limit.until_ms - limit.now_ms) / 1000)
+        response.headers["Retry-After"] = str(max(1, seconds))
         # Binance reports the used weight on refused requests too; clients track it from there.
-        response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._used_weight(now_ms))
+        response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._used_weight(limit.now_ms))
         return response
 
     async def _signed(self, request: web.Request) -> dict[str, str]:
@@ -826,71 +890,16 @@ class SimExchange:
         )
 
     async def _new_order(self, request: web.Request) -> web.Response:
-        params = await self._signed(request)
-        symbol = self._symbol(params)
-        for name in ("side", "type"):
-            if not params.get(name):
-                raise _mandatory(name)
-        if "quoteOrderQty" in params:
-            raise exchange_error(
-                -2010, "Quote order qty market orders are not support for this symbol."
-            )
-        if self.faults.order_latency_ms:
-            await asyncio.sleep(self.faults.order_latency_ms / 1000)
-        if self.faults.reject_next > 0:
-            self.faults.reject_next -= 1
-            raise exchange_error(-2010, "Rejected by the simulator (fault reject_next).")
-        now_ms = self._now_ms()
-        client_id = params.get("newClientOrderId") or _random_client_id()
-        order, events = self.engine.place(
-            symbol=symbol,
-            side=params["side"],
-            order_type=params["type"],
-            quantity=_decimal(params, "quantity"),
-            price=_decimal(params, "price"),
-            time_in_force=params.get("timeInForce"),
-            client_order_id=client_id,
-            time_ms=now_ms,
-        )
-        self.stats["orders_placed"] += 1
-        self._publish_order_events(events, now_ms)
-        response_type = params.get("newOrderRespType") or (
-            "FULL" if order.type in ("MARKET", "LIMIT") else "ACK"
-        )
-        if response_type not in ("ACK", "RESULT", "FULL"):
-            raise exchange_error(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
-        final = events[-1].order if events else order
-        return self._json(
-            frames.order_response(
-                final, events, response_type=response_type, transact_time_ms=now_ms
-            )
-        )
+        return self._json(await self._place(await self._signed(request)))
 
     async def _cancel_order(self, request: web.Request) -> web.Response:
-        params = await self._signed(request)
-        symbol = self._symbol(params)
-        order_id, client_id = _order_reference(params)
-        now_ms = self._now_ms()
-        event = self.engine.cancel(
-            symbol=symbol, order_id=order_id, client_order_id=client_id, time_ms=now_ms
-        )
-        cancel_id = params.get("newClientOrderId") or _random_client_id()
-        self._publish_order_events([event], now_ms, cancel_id=cancel_id)
-        return self._json(
-            frames.cancel_response(event, cancel_client_order_id=cancel_id, transact_time_ms=now_ms)
-        )
+        return self._json(self._cancel(await self._signed(request)))
 
     async def _query_order(self, request: web.Request) -> web.Response:
-        params = await self._signed(request)
-        symbol = self._symbol(params)
-        order_id, client_id = _order_reference(params)
-        order = self.engine.get_order(symbol=symbol, order_id=order_id, client_order_id=client_id)
-        return self._json(frames.order_state(order))
+        return self._json(self._order_status(await self._signed(request)))
 
     async def _open_orders(self, request: web.Request) -> web.Response:
-        params = await self._signed(request)
-        symbol = self._symbol(params) if "symbol" in params else None
-        return self._json([frames.order_state(o) for o in self.engine.open_orders(symbol)])
+        return self._json(self._open_order_states(await self._signed(request)))
 
     async def _cancel_open_orders(self, request: web.Request) -> web.Response:
         params = await self._signed(request)
@@ -933,6 +942,69 @@ class SimExchange:
         params = await self._api_key_only(request)
         self._listen_keys.discard(params.get("listenKey", ""))
         return self._json({})
+
+    # ----------------------------------------------------------------- orders (REST and WS API)
+
+    async def _place(self, params: Mapping[str, str]) -> OrderResponse:
+        symbol = self._symbol(params)
+        for name in ("side", "type"):
+            if not params.get(name):
+                raise _mandatory(name)
+        if "quoteOrderQty" in params:
+            raise exchange_error(
+                -2010, "Quote order qty market orders are not support for this symbol."
+            )
+        if self.faults.order_latency_ms:
+            await asyncio.sleep(self.faults.order_latency_ms / 1000)
+        if self.faults.reject_next > 0:
+            self.faults.reject_next -= 1
+            raise exchange_error(-2010, "Rejected by the simulator (fault reject_next).")
+        now_ms = self._now_ms()
+        client_id = params.get("newClientOrderId") or _random_client_id()
+        order, events = self.engine.place(
+            symbol=symbol,
+            side=params["side"],
+            order_type=params["type"],
+            quantity=_decimal(params, "quantity"),
+            price=_decimal(params, "price"),
+            time_in_force=params.get("timeInForce"),
+            client_order_id=client_id,
+            time_ms=now_ms,
+        )
+        self.stats["orders_placed"] += 1
+        self._publish_order_events(events, now_ms)
+        response_type = params.get("newOrderRespType") or (
+            "FULL" if order.type in ("MARKET", "LIMIT") else "ACK"
+        )
+        if response_type not in ("ACK", "RESULT", "FULL"):
+            raise exchange_error(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
+        final = events[-1].order if events else order
+        return frames.order_response(
+            final, events, response_type=response_type, transact_time_ms=now_ms
+        )
+
+    def _cancel(self, params: Mapping[str, str]) -> CancelResponse:
+        symbol = self._symbol(params)
+        order_id, client_id = _order_reference(params)
+        now_ms = self._now_ms()
+        event = self.engine.cancel(
+            symbol=symbol, order_id=order_id, client_order_id=client_id, time_ms=now_ms
+        )
+        cancel_id = params.get("newClientOrderId") or _random_client_id()
+        self._publish_order_events([event], now_ms, cancel_id=cancel_id)
+        return frames.cancel_response(
+            event, cancel_client_order_id=cancel_id, transact_time_ms=now_ms
+        )
+
+    def _order_status(self, params: Mapping[str, str]) -> OrderState:
+        symbol = self._symbol(params)
+        order_id, client_id = _order_reference(params)
+        order = self.engine.get_order(symbol=symbol, order_id=order_id, client_order_id=client_id)
+        return frames.order_state(order)
+
+    def _open_order_states(self, params: Mapping[str, str]) -> list[OrderState]:
+        symbol = self._symbol(params) if "symbol" in params else None
+        return [frames.order_state(o) for o in self.engine.open_orders(symbol)]
 
     # ----------------------------------------------------------------- admin
 
@@ -989,6 +1061,85 @@ def _replay_frame(line: str) -> tuple[str, int | None]:
     payload = parsed.get("data", parsed) if isinstance(parsed, dict) else None
     event_ms = payload.get("E") if isinstance(payload, dict) else None
     return frame, event_ms if isinstance(event_ms, int) else None
+
+
+def _ws_api_request(text: str) -> tuple[Any, str, dict[str, Any]] | None:
+    """A WebSocket API request -> (id, method, params); None if it is not one."""
+    # RecursionError: hostile input may nest deeper than the json module recurses.
+    try:
+        request = json.loads(text)
+        ident, method = request.get("id"), request["method"]
+        params = dict(request.get("params") or {})
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+    return (ident, method, params) if isinstance(method, str) else None
+
+
+def _ws_api_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """WebSocket API parameters (JSON values) -> the strings a REST request would carry.
+
+    Floats are written out in full (``1e-05`` -> ``0.00001``), as a client would in a query.
+    """
+    fields: dict[str, str] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            fields[name] = "true" if value else "false"
+        elif isinstance(value, float):
+            fields[name] = format(Decimal(repr(value)), "f")
+        elif isinstance(value, int | str):
+            fields[name] = str(value)
+        else:
+            raise exchange_error(-1100, f"Illegal characters found in parameter '{name}'.")
+    return fields
+
+
+def _ws_api_rate_limits(used_weight: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "rateLimitType": "REQUEST_WEIGHT",
+            "interval": "MINUTE",
+            "intervalNum": 1,
+            "limit": WEIGHT_LIMIT_PER_MINUTE,
+            "count": used_weight,
+        }
+    ]
+
+
+def _ws_api_frame(
+    ident: Any,
+    *,
+    status: int,
+    result: Any = None,
+    error: Mapping[str, Any] | None = None,
+    used_weight: int | None = None,
+) -> str:
+    """A WebSocket API answer: ``{id, status, result | error, rateLimits?}``."""
+    frame: dict[str, Any] = {"id": ident, "status": status}
+    if error is None:
+        frame["result"] = result
+    else:
+        frame["error"] = error
+    if used_weight is not None:
+        frame["rateLimits"] = _ws_api_rate_limits(used_weight)
+    return encode(frame).decode()
+
+
+def _ws_api_result(ident: Any, result: Any, *, used_weight: int | None = None) -> str:
+    return _ws_api_frame(ident, status=200, result=result, used_weight=used_weight)
+
+
+def _ws_api_error(ident: Any, error: ExchangeError, *, used_weight: int | None = None) -> str:
+    body = {"code": error.code, "msg": error.msg}
+    status = error.http_status or 400
+    return _ws_api_frame(ident, status=status, error=body, used_weight=used_weight)
+
+
+def _rest_weight(request: web.Request) -> int:
+    if request.path == "/api/v3/openOrders" and "symbol" not in request.query:
+        return 80
+    return WEIGHTS.get(request.path, 1)
 
 
 def _order_reference(params: Mapping[str, str]) -> tuple[int | None, str | None]:
