@@ -14,8 +14,12 @@ reordering any line breaks the chain at that line. Decimals are written as strin
 
 Threading: ``record()`` runs on the caller's thread (usually the event loop). It copies the
 payload, stamps ``ts_init`` and appends to an in-memory queue under a short lock; it never
-touches the file and never raises. One writer thread does the encoding, redaction, hashing,
-writing and fsync. There are two tiers:
+touches the file and never raises. One writer thread does the encoding, redaction, hashing
+and writing; a second thread does the fsyncs the policy asks for, so that a write (and an
+order command waiting for it, ``wait_written``) never queues behind an fsync of earlier
+records: an fsync takes milliseconds on most disks, a write microseconds. An fsync covers
+every write that completed before it began; ``flush()`` and ``stop()`` wait for one that
+covers everything queued. There are two tiers:
 
 * critical (order commands, exchange responses, fills: ``critical=True``) is never dropped.
   Past ``critical_capacity`` records still queue (memory grows) and every one of them is
@@ -26,7 +30,8 @@ writing and fsync. There are two tiers:
 The writer always drains the critical tier before touching the normal one, so ``seq`` order
 is write order, not record order across tiers; ``ts_init`` keeps the record order.
 
-fsync policy: ``always`` (after every record), ``critical`` (after every batch holding a
+fsync policy: ``always`` (after every record, by the writer itself, before the next write),
+``critical`` (after every batch holding a
 critical record; normal records at most every ``batch_interval`` seconds), ``batch`` (at
 most every ``batch_interval`` seconds), ``never`` (left to the OS). ``flush()`` and
 ``stop()`` fsync whatever the policy.
@@ -260,18 +265,20 @@ class AuditJournal:
         self.write_duration = LatencyHistogram()
         """Every write's duration (``svc.audit.write.duration``), recorded by the writer."""
         self._fsyncs = self._last_fsync_duration = self._max_fsync_duration = 0
+        self._fs = _FsyncState()  # shared by the writer and the fsync thread, under _lock
+        # The fsync thread waits on its own condition: record()'s single notify() must reach
+        # the writer, never the fsync thread.
+        self._fs_cond = threading.Condition(self._lock)
 
         # Owned by the writer thread once started:
         self._file: AuditFile | None = None
         self._file_lock: BinaryIO | None = None
         self._thread: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
         self._seq = 0
         self._prev = GENESIS_HASH
         self._offset = 0
-        self._dirty = False
-        self._unsynced = [0, 0]
         self._taken = [0, 0]  # [critical, normal] records the writer has handled, in order
-        self._last_sync = 0.0
 
     @property
     def path(self) -> Path:
@@ -301,10 +308,14 @@ class AuditJournal:
             self._file_lock.close()
             self._file_lock = None
             raise
-        self._last_sync = time.monotonic()
+        self._fs.last_sync = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="svc-audit-writer", daemon=True)
+        self._syncer = threading.Thread(
+            target=self._run_syncer, name="svc-audit-fsync", daemon=True
+        )
         with self._cond:
             self._state = "running"
+        self._syncer.start()
         self._thread.start()
         if repair is not None:
             log.warning(
@@ -470,20 +481,26 @@ class AuditJournal:
 
         self._write_batch(critical, critical=True)
         self._write_batch(normal, critical=False)
-        if sync or (critical and self._fsync == "critical") or self._sync_due():
-            self._sync()
         if finishing:
+            self._stop_syncer()
+            self._sync()  # the last one, after every write, by the writer itself
             self._close()
-        return not finishing
+            return False
+        if sync or (critical and self._fsync == "critical") or self._sync_due():
+            with self._cond:
+                self._fs.pending = True
+                self._fs_cond.notify()
+        return True
 
     def _sync_wait(self) -> float | None:
-        """Seconds until a batched fsync is due; None when nothing is waiting for one.
+        """Seconds until a batched fsync is due; None when nothing is waiting for one (or
+        the fsync thread has one to do already).
 
         Real monotonic time, not the injected clock: this only paces ``Condition.wait``.
         """
-        if not self._dirty or self._fsync not in ("batch", "critical"):
+        if not self._fs.dirty or self._fs.pending or self._fsync not in ("batch", "critical"):
             return None
-        return self._last_sync + self._batch_interval - time.monotonic()
+        return self._fs.last_sync + self._batch_interval - time.monotonic()
 
     def _sync_due(self) -> bool:
         wait = self._sync_wait()
@@ -566,19 +583,18 @@ class AuditJournal:
                 self._write_errors += 1
                 self._lost += len(chunk)
                 self._lost_upto[tier] = self._taken[tier]
-            self._unsynced[tier] += len(chunk)  # lost, but flush() must not wait for them
+                self._fs.unsynced[tier] += len(chunk)  # lost, but flush() must not wait for them
             return
         duration = self._clock.monotonic_ns() - started
         self._seq, self._prev = seq, prev
         self._offset += len(data)
-        if self._fsync == "always":
-            with self._cond:
+        with self._cond:
+            if self._fsync == "always":
                 self._done[tier] += len(chunk)
                 self._cond.notify_all()
-        else:
-            self._dirty = True
-            self._unsynced[tier] += len(chunk)
-        with self._cond:
+            else:
+                self._fs.dirty = True
+                self._fs.unsynced[tier] += len(chunk)
             self._written += len(chunk)
             self._writes += 1
             self._last_duration = duration
@@ -598,9 +614,39 @@ class AuditJournal:
                 error,
             )
 
+    def _run_syncer(self) -> None:
+        """The fsync thread: one fsync per request, while the writer goes on writing."""
+        while True:
+            with self._cond:
+                while not (self._fs.pending or self._fs.stop):
+                    self._fs_cond.wait()
+                if self._fs.stop:  # the writer does the last fsync itself
+                    return
+                self._fs.pending = False
+            try:
+                self._sync()
+            except Exception:
+                log.exception("audit fsync thread failed unexpectedly")
+                with self._cond:
+                    self._write_errors += 1
+
+    def _stop_syncer(self) -> None:
+        with self._cond:
+            self._fs.stop = True
+            self._fs_cond.notify()
+        if self._syncer is not None:
+            self._syncer.join()
+
     def _sync(self) -> None:
+        """fsync what is written so far; then those records count as done (``flush()``).
+
+        Runs on the fsync thread, or on the writer once the fsync thread has stopped.
+        """
         assert self._file is not None
-        if self._dirty:
+        with self._cond:
+            dirty, self._fs.dirty = self._fs.dirty, False
+            covered, self._fs.unsynced = self._fs.unsynced, [0, 0]
+        if dirty:
             started = self._clock.monotonic_ns()
             try:
                 self._file.flush()
@@ -609,18 +655,16 @@ class AuditJournal:
                 log.error("audit fsync of %s failed: %s", self._path, error)
                 with self._cond:
                     self._write_errors += 1
-            self._dirty = False
             duration = self._clock.monotonic_ns() - started
             with self._cond:
                 self._fsyncs += 1
                 self._last_fsync_duration = duration
                 self._max_fsync_duration = max(self._max_fsync_duration, duration)
-        self._last_sync = time.monotonic()
         with self._cond:
-            self._done[0] += self._unsynced[0]
-            self._done[1] += self._unsynced[1]
+            self._fs.last_sync = time.monotonic()
+            self._done[0] += covered[0]
+            self._done[1] += covered[1]
             self._cond.notify_all()
-        self._unsynced = [0, 0]
 
     def _close(self) -> None:
         assert self._file is not None
@@ -678,6 +722,21 @@ class AuditJournal:
             self._seq, self._prev = record["seq"], record["hash"]
         self._offset = size
         return repair
+
+
+@dataclasses.dataclass(slots=True)
+class _FsyncState:
+    """What is written but not yet covered by an fsync, and the writer's requests for one;
+    guarded by the journal's lock (the writer and the fsync thread share it)."""
+
+    dirty: bool = False
+    unsynced: list[int] = dataclasses.field(default_factory=lambda: [0, 0])
+    """[critical, normal] records written (or lost) since the last fsync began."""
+    pending: bool = False
+    """The writer asked for an fsync the fsync thread has not started yet."""
+    stop: bool = False
+    last_sync: float = 0.0
+    """``time.monotonic()`` of the last fsync's end (paces the ``batch`` interval)."""
 
 
 class _WriteWaiters:

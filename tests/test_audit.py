@@ -591,6 +591,40 @@ def test_fsync_batch_syncs_after_the_interval_without_a_flush(
     assert journal.statistics().fsyncs == 1
 
 
+async def test_a_write_never_waits_behind_an_fsync_of_earlier_records(
+    journal_factory: Callable[..., AuditJournal],
+    journal_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The order path's write-ahead (``wait_written``) is a write, not a write plus the
+    fsync the previous critical record started; ``flush()`` still waits for the fsync."""
+    release = threading.Event()
+    syncing = threading.Event()
+    threads: list[str] = []
+
+    def slow_fsync(_fd: int) -> None:
+        threads.append(threading.current_thread().name)
+        syncing.set()
+        assert release.wait(10), "test left the fsync blocked"
+
+    monkeypatch.setattr("svc.audit.os.fsync", slow_fsync)
+    journal = journal_factory(fsync="critical")
+    journal.start()
+    try:
+        journal.record("intent", {"client_order_id": "a-1"}, critical=True)
+        assert await asyncio.to_thread(syncing.wait, 5), "no fsync started"
+        journal.record("order.new", {"client_order_id": "a-1"}, critical=True)
+        assert await journal.wait_written(5.0) is True  # while the first fsync still blocks
+        assert not release.is_set()
+        assert [r["kind"] for r in lines_of(journal_path)] == ["intent", "order.new"]
+        assert journal.flush(0.2) is False  # not durable until an fsync covers it
+    finally:
+        release.set()
+    assert journal.flush(5) is True
+    assert set(threads) == {"svc-audit-fsync"}
+    assert journal.stop(5)
+
+
 def test_bad_configuration_names_the_field(journal_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"audit\.fsync"):
         AuditJournal(path=journal_path, fsync="sometimes")  # type: ignore[arg-type]

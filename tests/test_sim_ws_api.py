@@ -305,3 +305,37 @@ async def test_answers_carry_the_request_weight_shared_with_rest() -> None:
         assert await weight_after("d", "order.place", LIMIT_ORDER) == first + 85
         async with session.get(f"{sim.http_url}/api/v3/ping") as response:
             assert int(response.headers["X-MBX-USED-WEIGHT-1M"]) == first + 86
+
+
+async def test_an_orders_answer_precedes_its_user_data_events_on_the_same_connection() -> None:
+    clock = FakeClock(start_ns=time.time_ns())
+    async with (
+        SimExchange(SimConfig(port=0), clock=clock) as sim,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{sim.ws_url}/ws-api/v3") as ws,
+    ):
+        now_ms = clock.time_ns() // 1_000_000
+        subscribe = {
+            "id": "s",
+            "method": "userDataStream.subscribe.signature",
+            "params": signed({}, timestamp_ms=now_ms),
+        }
+        await ws.send_str(json.dumps(subscribe))
+        assert (await answer(ws))["result"]["subscriptionId"] is not None
+        order = {
+            "symbol": "BTCUSDT",
+            "side": "BUY",
+            "type": "MARKET",
+            "quantity": "0.001",
+            "newClientOrderId": "raw-first",
+        }
+        request = {"id": "o", "method": "order.place", "params": signed(order, timestamp_ms=now_ms)}
+        await ws.send_str(json.dumps(request))
+        # the answer, then executionReports NEW and TRADE, then the account position
+        frames = [await answer(ws) for _ in range(4)]
+    assert frames[0]["id"] == "o"
+    assert frames[0]["result"]["status"] == "FILLED"
+    events = [f["event"]["e"] for f in frames[1:]]
+    assert events == ["executionReport", "executionReport", "outboundAccountPosition"]
+    assert [f["event"]["x"] for f in frames[1:3]] == ["NEW", "TRADE"]
+    assert frames[1]["event"]["c"] == "raw-first"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -593,19 +594,27 @@ class SimExchange:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
                     # One request at a time: a connection's answers come in its requests' order.
-                    self._enqueue(subscriber, await self._ws_api_answer(subscriber, message.data))
+                    # An order's user-data events follow its answer (Binance does not promise
+                    # either order; answer first is what a client waiting for an ack wants).
+                    later: list[Callable[[], None]] = []
+                    answer = await self._ws_api_answer(subscriber, message.data, later)
+                    self._enqueue(subscriber, answer)
+                    for publish in later:
+                        publish()
         finally:
             await self._drop(subscriber, code=1000, reason="closed")
         return ws
 
-    async def _ws_api_answer(self, subscriber: _Subscriber, text: str) -> str:
+    async def _ws_api_answer(
+        self, subscriber: _Subscriber, text: str, later: list[Callable[[], None]]
+    ) -> str:
         request = _ws_api_request(text)
         if request is None:
             malformed = exchange_error(-1100, "Illegal characters found in a parameter.")
             return _ws_api_error(None, malformed)
         ident, method, params = request
         if method in WS_API_WEIGHTS:
-            return await self._ws_api_order(ident, method, params)
+            return await self._ws_api_order(ident, method, params, later)
         if method == "ping":
             return _ws_api_result(ident, {})
         if method == "time":
@@ -625,7 +634,9 @@ class SimExchange:
             return _ws_api_result(ident, {})
         return _ws_api_error(ident, exchange_error(-1100, f"Unknown method {method!r}."))
 
-    async def _ws_api_order(self, ident: Any, method: str, params: dict[str, Any]) -> str:
+    async def _ws_api_order(
+        self, ident: Any, method: str, params: dict[str, Any], later: list[Callable[[], None]]
+    ) -> str:
         """``order.place|cancel|status`` and ``openOrders.status``: the REST handlers' logic."""
         limit = self._rate_limited()
         if limit is not None:
@@ -649,7 +660,7 @@ class SimExchange:
             fields = _ws_api_params(params)
             result: Any
             if method == "order.place":
-                result = await self._place(fields)
+                result = await self._place(fields, later=later)
             elif method == "order.cancel":
                 result = self._cancel(fields)
             elif method == "order.status":
@@ -945,7 +956,10 @@ class SimExchange:
 
     # ----------------------------------------------------------------- orders (REST and WS API)
 
-    async def _place(self, params: Mapping[str, str]) -> OrderResponse:
+    async def _place(
+        self, params: Mapping[str, str], *, later: list[Callable[[], None]] | None = None
+    ) -> OrderResponse:
+        """Place an order; its user-data events are published now, or appended to ``later``."""
         symbol = self._symbol(params)
         for name in ("side", "type"):
             if not params.get(name):
@@ -972,7 +986,10 @@ class SimExchange:
             time_ms=now_ms,
         )
         self.stats["orders_placed"] += 1
-        self._publish_order_events(events, now_ms)
+        if later is None:
+            self._publish_order_events(events, now_ms)
+        else:
+            later.append(functools.partial(self._publish_order_events, events, now_ms))
         response_type = params.get("newOrderRespType") or (
             "FULL" if order.type in ("MARKET", "LIMIT") else "ACK"
         )
