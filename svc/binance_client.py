@@ -119,6 +119,11 @@ class BinanceClient:
             client.ws_api = WebsocketAPI(url=f"{ws_url}/ws-api/v3")
             manager.STREAM_URL = f"{ws_url}/"
         self = cls(client=client, manager=manager, order_transport=order_transport)
+        ws_api = getattr(client, "ws_api", None)
+        if ws_api is not None:
+            # python-binance parses every WebSocket API answer with json_loads and then drops
+            # its rateLimits; parse them here so used_weight covers orders over the WS API.
+            ws_api.json_loads = self._read_ws_api_answer
         try:
             await self._call(client.ping)
             await self.sync_clock()
@@ -147,6 +152,9 @@ class BinanceClient:
     async def _call_once(self, method: Callable[..., Awaitable[Any]], **params: Any) -> Any:
         self.gate.check()
         self.requests += 1
+        # python-binance keeps the last REST response; a WS API call leaves it as it was, and
+        # its weight was noted from the answer's rateLimits (``_read_ws_api_answer``).
+        last_response = getattr(self._client, "response", None)
         try:
             result = await method(**params)
         except BinanceAPIException as error:
@@ -163,7 +171,9 @@ class BinanceClient:
             OSError,
         ) as error:
             raise ExchangeUnavailable(0, f"{type(error).__name__}: {error}") from None
-        self._note_weight(getattr(self._client, "response", None))
+        response = getattr(self._client, "response", None)
+        if response is not last_response:
+            self._note_weight(response)
         self.gate.on_success()
         return result
 
@@ -174,6 +184,26 @@ class BinanceClient:
         used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
         if used and str(used).isdigit():
             self.used_weight = int(used)
+
+    def _read_ws_api_answer(self, text: str | bytes) -> Any:
+        """python-binance's parse of a WebSocket API message, noting the request weight."""
+        answer = msgspec.json.decode(text)
+        if isinstance(answer, dict):
+            limits = answer.get("rateLimits")
+            if isinstance(limits, list):
+                self._note_ws_weight(limits)
+        return answer
+
+    def _note_ws_weight(self, limits: list[Any]) -> None:
+        for limit in limits:
+            if (
+                isinstance(limit, dict)
+                and limit.get("rateLimitType") == "REQUEST_WEIGHT"
+                and limit.get("interval") == "MINUTE"
+                and limit.get("intervalNum") == 1
+                and isinstance(limit.get("count"), int)
+            ):
+                self.used_weight = limit["count"]
 
     async def sync_clock(self) -> None:
         """Set python-binance's timestamp offset to the exchange's clock."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import pytest
 
@@ -163,3 +164,27 @@ async def test_a_418_halts_order_submission_until_the_ban_ends(
     done = await orders.submit(_order("svct-x-3"))
     assert done.state is OrderState.FILLED
     assert client.gate.throttled["418"] == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", ["ws", "rest"])
+async def test_the_used_weight_is_read_from_either_order_transport(
+    sim: SimExchange, transport: Literal["ws", "rest"]
+) -> None:
+    connected = await BinanceClient.connect(
+        venue="sim",
+        api_key=DEFAULT_API_KEY,
+        api_secret=DEFAULT_API_SECRET,
+        sim_url=sim.http_url,
+        order_transport=transport,
+    )
+    try:
+        sim.set_faults(extra_weight=4000)  # other clients' weight on the same IP
+        before = connected.requests
+        answer = await connected.new_order(_order(f"svct-w-{transport}"))
+        assert answer.status == "FILLED"
+        assert connected.requests == before + 1
+        # The answer's own report: REST's X-MBX-USED-WEIGHT-1M, the WS API's rateLimits.
+        assert 4000 < connected.used_weight < 4100
+    finally:
+        await connected.close()
