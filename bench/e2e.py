@@ -31,6 +31,9 @@ takes a snapshot of every counter, waits ``window_s`` seconds and reads it all a
   ``@bookTicker``: one frame each per simulator tick); sent is what the simulator queued to
   the socket in the window; received is what svc's feed decoded. A backlog between the two
   shows up as feed lag (``ts_init`` - the simulator's event time ``E``, ms resolution).
+* write-ahead: ``svc.stage.duration{stage=audit}``, each order's wait for its ``order.new``
+  record to reach the journal file (a hand-off to the audit writer thread and back); submit:
+  ``stage=submit``, that wait plus the exchange's round trip (send to answer).
 * drops per tier: ``dropped`` of the data, signal and order tiers in the window (only the data
   tier may drop; signal and order apply back-pressure, counted as waits).
 * loop lag: ``svc.loop.lag`` sampled every ``LOOP_LAG_INTERVAL_S`` (svc's default is 50 ms;
@@ -167,6 +170,8 @@ COLUMNS = [
     "ack p50 µs",
     "ack p99 µs",
     "ack p99.9 µs",
+    "write-ahead p50/p99 µs",
+    "submit p50/p99 µs",
     "feed lag p99 ms",
     "dropped data/signal/order",
     "loop lag p99 µs",
@@ -618,6 +623,10 @@ def run(plan: Plan, workdir: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def _p50_p99(stage: dict[str, Any] | None) -> str:
+    return "-" if not stage else f"{stage['p50_us']:,.0f}/{stage['p99_us']:,.0f}"
+
+
 def layout_of(run: dict[str, Any]) -> Layout:
     """A run's layout; runs saved before layouts existed were embedded, REST."""
     found = run.get("layout") or {"simulator": "embedded", "transport": "rest"}
@@ -641,6 +650,8 @@ def row(run: dict[str, Any]) -> list[Any]:
         round(order["p50_us"]),
         round(order["p99_us"]),
         round(order["p999_us"]),
+        _p50_p99(run["stages"].get("audit")),
+        _p50_p99(run["stages"].get("submit")),
         round(run["feed_lag"]["p99_us"] / 1000, 2),
         dropped,
         round(run["loop_lag"]["p99_us"]),

@@ -252,6 +252,7 @@ class Service:
             rules=rules,
             id_prefix=f"svc{run_id}",
             id_family="svc",
+            record_write_ahead=self.recorder.audit.record,
         )
         await self._reconcile(journal, rules, run_id)
         for strategy in build_strategies(default_strategies(config)):
@@ -337,6 +338,7 @@ class Service:
                     rules=rules,
                     id_prefix=f"svc{run_id}",
                     id_family="svc",
+                    record_write_ahead=self.recorder.audit.record,
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait)

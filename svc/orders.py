@@ -37,8 +37,9 @@ import enum
 import logging
 import math
 import re
+import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
@@ -532,11 +533,14 @@ class OrderManager:
         positions: Positions | None = None,
         max_terminal_orders: int = 10_000,
         write_ahead_timeout: float = 2.0,
+        record_write_ahead: Callable[[int], None] | None = None,
     ) -> None:
         client_order_id(id_prefix, "strategy", start_seq)  # fail at start, not at first order
         self._exchange = exchange
         self._audit = audit
         self._write_ahead_timeout = write_ahead_timeout
+        self._record_write_ahead = record_write_ahead
+        """Gets each order's wait for its ``order.new`` record, in ns (the ``audit`` stage)."""
         self._rules = rules
         self._clock = clock
         self._prefix = id_prefix
@@ -593,7 +597,11 @@ class OrderManager:
         self._audit.record(AUDIT_ORDER_NEW, _command_payload(order), critical=True, ts_event=now)
         # Write-ahead: the command is in the journal file before it leaves, so a crash
         # (kill -9) at any later moment leaves a record for reconciliation to settle.
-        if not await self._audit.wait_written(self._write_ahead_timeout):
+        waiting = time.perf_counter_ns()
+        written = await self._audit.wait_written(self._write_ahead_timeout)
+        if self._record_write_ahead is not None:
+            self._record_write_ahead(time.perf_counter_ns() - waiting)
+        if not written:
             error = AuditUnavailable(
                 0, f"audit journal did not take order.new within {self._write_ahead_timeout} s"
             )

@@ -276,6 +276,26 @@ async def test_filter_violation_is_raised_before_anything_is_sent() -> None:
     assert manager.next_seq == 1  # a failed build uses no sequence number
 
 
+async def test_each_submit_reports_its_write_ahead_wait_and_a_build_reports_none() -> None:
+    rules = {"BTCUSDT": btc()}
+    exchange = FakeExchange(rules=rules, prices={"BTCUSDT": D("30000")})
+    waits: list[int] = []
+    manager = OrderManager(
+        exchange=exchange,
+        audit=MemoryAuditSink(),
+        rules=rules,
+        clock=FakeClock(),
+        id_prefix="svcW",
+        record_write_ahead=waits.append,
+    )
+    order = manager.build(signal(0.001), last_price=30000.0)
+    assert waits == []
+    await manager.submit(order)
+    await manager.submit(manager.build(signal(0.001), last_price=30000.0))
+    assert len(waits) == 2
+    assert all(wait >= 0 for wait in waits)
+
+
 # ------------------------------------------------------------------------ client order ids
 
 
