@@ -183,11 +183,13 @@ COLUMNS = [
 
 
 def service_overrides(
-    *, offered: float, workdir: Path, layout: Layout = MAIN, sim_url: str = ""
+    *, offered: float, workdir: Path, layout: Layout, sim_url: str = ""
 ) -> dict[str, Any]:
     """``build_config`` overrides of one run (see the module docstring for the why)."""
     sim: dict[str, Any] = {"rate": offered / STREAMS_PER_TICK, "speed": SIM_SPEED}
     if layout.simulator == "external":
+        if not sim_url:
+            raise ValueError("an external simulator's URL is needed (external_simulator())")
         sim = {"url": sim_url}
     return {
         "exchange": "sim",

@@ -49,10 +49,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.decode import write_json
-from bench.e2e import format_table, run_service, service_overrides, stop_note
+from bench.e2e import Layout, format_table, run_service, service_overrides, stop_note
 from bench.machine import describe, save_figure, summary_line
 from svc.config import TelemetrySection
 
+EMBEDDED = Layout("embedded", "ws")
 RESULTS = Path(__file__).resolve().parent / "results"
 LOOPBACK = "127.0.0.1"
 SAMPLING = (0.0, 0.01, 0.1, 1.0)
@@ -212,7 +213,8 @@ def one_run(
     plan: Plan, workdir: Path, configuration: Configuration, endpoint: str = ""
 ) -> dict[str, Any]:
     directory = workdir / configuration.directory
-    overrides = service_overrides(offered=plan.rate, workdir=directory)
+    # The simulator embedded: its rate follows the plan, and runs need no second process.
+    overrides = service_overrides(offered=plan.rate, workdir=directory, layout=EMBEDDED)
     if not configuration.capped:
         overrides["telemetry"]["max_traces_per_second"] = 0
     if plan.shutdown_budget_s is not None:

@@ -102,8 +102,10 @@ def test_export_quick_covers_sampling_with_the_collector_up_and_down(results: Pa
             assert (collector, ratio, None) in states
         assert any(c == collector and r == 1.0 and cap for c, r, cap in states)
     assert len(report["rows"]) == len(runs) == 11
+    offered = report["plan"]["rate"]
     for run in runs:
-        assert run["received"] > 0
+        # the offered rate reached svc (a run at the simulator's default pace would not)
+        assert run["received_per_s"] > offered / 2
         assert run["loop_lag"]["count"] > 0
         assert run["cpu_us_per_message"] > 0
     exporting = [run for run in runs if run["sampling"] is not None]

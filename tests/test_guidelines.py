@@ -142,6 +142,18 @@ def _pipeline_tables(result: dict[str, Any]) -> list[str]:
             f"| {labels.get(mode, mode)} | {_us(median['p50_us'])} | {_us(median['p99_us'])} "
             f"| {_us(median['p999_us'])} | {median['messages_per_s']:,.0f} | {ratio:.2f}x |"
         )
+    paired = result.get("paired_ratios_vs_off", {}).get("svc")
+    if paired:  # results written since the paired ratios exist
+        lines += [
+            "",
+            (
+                f"svc's defaults against none, paired per repetition (median of "
+                f"{result['plan']['repetitions']}): "
+                f"throughput {paired['throughput']['median']:.2f}x, "
+                f"p50 {paired['p50']['median']:.2f}x, p99 {paired['p99']['median']:.2f}x "
+                f"(range {paired['p99']['min']:.2f}x-{paired['p99']['max']:.2f}x)."
+            ),
+        ]
     lines += ["", "One call, on the same machine:", "", "| call | cost |", "|---|---|"]
     lines += [f"| `{call}` | {_us(cost)} |" for call, cost in result["per_call_us"].items()]
     return lines
