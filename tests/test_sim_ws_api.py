@@ -74,6 +74,21 @@ async def ws_client(
         await client.close_connection()
 
 
+@asynccontextmanager
+async def raw_ws_api() -> AsyncIterator[
+    tuple[SimExchange, aiohttp.ClientSession, aiohttp.ClientWebSocketResponse, int]
+]:
+    """A simulator on a clock that stands still (the weight's minute never rolls over
+    mid-test), an aiohttp session and a raw WS API connection; with the clock's time in ms."""
+    clock = FakeClock(start_ns=time.time_ns())
+    async with (
+        SimExchange(SimConfig(port=0), clock=clock) as sim,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{sim.ws_url}/ws-api/v3") as ws,
+    ):
+        yield sim, session, ws, clock.time_ns() // 1_000_000
+
+
 def signed(params: dict[str, Any], *, timestamp_ms: int) -> dict[str, Any]:
     """Sign as Binance's WebSocket API expects: HMAC-SHA256 of the sorted urlencoded params."""
     params = {"apiKey": DEFAULT_API_KEY, "timestamp": timestamp_ms, **params}
@@ -243,13 +258,7 @@ async def test_answers_on_one_connection_are_matched_by_id(sim: SimExchange) -> 
 
 
 async def test_raw_answers_come_in_request_order_with_their_ids() -> None:
-    clock = FakeClock(start_ns=time.time_ns())
-    async with (
-        SimExchange(SimConfig(port=0), clock=clock) as sim,
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{sim.ws_url}/ws-api/v3") as ws,
-    ):
-        now_ms = clock.time_ns() // 1_000_000
+    async with raw_ws_api() as (sim, _session, ws, now_ms):
         sim.set_faults(order_latency_ms=200)
         order = {**LIMIT_ORDER, "newClientOrderId": "raw-1"}
         requests = [
@@ -273,14 +282,7 @@ async def test_raw_answers_come_in_request_order_with_their_ids() -> None:
 
 
 async def test_answers_carry_the_request_weight_shared_with_rest() -> None:
-    # A clock that stands still: the weight's minute never rolls over mid-test.
-    clock = FakeClock(start_ns=time.time_ns())
-    async with (
-        SimExchange(SimConfig(port=0), clock=clock) as sim,
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{sim.ws_url}/ws-api/v3") as ws,
-    ):
-        now_ms = clock.time_ns() // 1_000_000
+    async with raw_ws_api() as (sim, session, ws, now_ms):
 
         async def weight_after(ident: str, method: str, params: dict[str, Any]) -> int:
             request = {"id": ident, "method": method, "params": signed(params, timestamp_ms=now_ms)}
@@ -308,13 +310,7 @@ async def test_answers_carry_the_request_weight_shared_with_rest() -> None:
 
 
 async def test_an_orders_answer_precedes_its_user_data_events_on_the_same_connection() -> None:
-    clock = FakeClock(start_ns=time.time_ns())
-    async with (
-        SimExchange(SimConfig(port=0), clock=clock) as sim,
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{sim.ws_url}/ws-api/v3") as ws,
-    ):
-        now_ms = clock.time_ns() // 1_000_000
+    async with raw_ws_api() as (_sim, _session, ws, now_ms):
         subscribe = {
             "id": "s",
             "method": "userDataStream.subscribe.signature",
