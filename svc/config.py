@@ -118,8 +118,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     exchange: Exchange = "sim"
     order_transport: OrderTransport = "ws"
     """How orders are placed, cancelled and queried: ``ws`` over Binance's WebSocket API (one
-    signed JSON message on a connection that stays open; about half the round trip of REST
-    here, see ``bench/README.md``), ``rest`` over signed HTTPS requests. Market data, the
+    signed JSON message on a connection that stays open; a shorter round trip than REST,
+    ``bench/README.md`` has both), ``rest`` over signed HTTPS requests. Market data, the
     user-data stream and everything else use the same paths either way."""
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     intervals: tuple[str, ...] = ("1m", "5m")
