@@ -73,10 +73,10 @@ _SHUTDOWN_CAPS = {
 }
 """Each shutdown step's own cap (seconds); the whole path is bounded by the budget."""
 _CLOSING_SHARE = 0.25
-_perf_counter_ns = time.perf_counter_ns  # the per-message path: one global load, not two
-_time_ns = time.time_ns
 """The share of the shutdown budget the trading steps (stop, cancel, flatten, drain) leave
 for flushing the audit journal and telemetry, however long the exchange takes."""
+_perf_counter_ns = time.perf_counter_ns  # the per-message path: one global load, not two
+_time_ns = time.time_ns
 
 
 @dataclass(slots=True)

@@ -91,17 +91,11 @@ class Backoff:
 
 
 MAX_STATISTICS_KEYS = 256
-_perf_counter_ns = time.perf_counter_ns  # one global load on the hot path, not two
-
-
-def _no_record(_value: int) -> None:
-    """The histogram ``record`` of a feed built without a recorder (never called)."""
-
-
 """Distinct malformed reasons and unknown event types a feed counts, and distinct streams
 beyond the subscribed ones. The keys come from the frames: garbage must not grow memory, the
 summary or metric cardinality without bound. Later keys are counted under ``OTHER``."""
 OTHER = "(other)"
+_perf_counter_ns = time.perf_counter_ns  # one global load on the hot path, not two
 
 
 def _count(counter: Counter[str], key: str) -> None:
@@ -301,7 +295,7 @@ class MarketFeed:
         self._tracer = tracer
         # Bound ``append``s of the recorder's histograms: the hot path calls them directly.
         self._record_parse = recorder.parse.record if recorder is not None else None
-        self._record_publish = recorder.publish.record if recorder is not None else _no_record
+        self._record_publish = recorder.publish.record if recorder is not None else None
         self._last_closed: dict[tuple[str, str], int] = {}
         self._message_keys = MAX_STATISTICS_KEYS + len(streams)
         # svc.feed.lag{stream} by message key: the bound ``record`` of the stream's histogram
@@ -404,8 +398,9 @@ class MarketFeed:
             trace.attributes["stream"] = type(event).__name__
             self._publish(Traced(event, trace))
             trace.stage("publish", parsed, _perf_counter_ns())
-        if record_parse is not None:
-            self._record_publish(_perf_counter_ns() - parsed)
+        record_publish = self._record_publish
+        if record_publish is not None:
+            record_publish(_perf_counter_ns() - parsed)
 
     async def _check_gap(self, candle: Candle) -> bool:
         """Backfill closed klines missed before ``candle``; False if it is a duplicate."""
