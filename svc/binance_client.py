@@ -50,6 +50,7 @@ from svc.binance.rest import (
     klines_to_candles,
     symbol_rules,
 )
+from svc.config import OrderTransport
 from svc.errors import (
     ExchangeError,
     ExchangeUnavailable,
@@ -63,7 +64,6 @@ from svc.throttle import RequestGate
 log = logging.getLogger(__name__)
 
 Venue = Literal["sim", "binance", "binance-testnet"]
-OrderTransport = Literal["ws", "rest"]
 RECV_WINDOW_MS = 5_000
 
 
@@ -213,13 +213,19 @@ class BinanceClient:
         local_ms = int((before + after) / 2 * 1000)
         self._client.timestamp_offset = int(answer["serverTime"]) - local_ms
 
-    @property
-    def _ws(self) -> dict[str, Any]:
-        """Extra parameters of a WebSocket API order request; empty when orders go over REST.
+    async def _order_call(
+        self,
+        ws_method: Callable[..., Awaitable[Any]],
+        rest_method: Callable[..., Awaitable[Any]],
+        **params: Any,
+    ) -> Any:
+        """One order request over ``order_transport``: the WebSocket API or REST.
 
         python-binance adds ``recvWindow`` to REST requests itself, not to WebSocket ones.
         """
-        return {"recvWindow": RECV_WINDOW_MS} if self.order_transport == "ws" else {}
+        if self.order_transport == "ws":
+            return await self._call(ws_method, recvWindow=RECV_WINDOW_MS, **params)
+        return await self._call(rest_method, **params)
 
     def _stream(self, ws_method: str) -> str:
         """Where a payload came from, for decode errors: the WS API method or the REST route."""
@@ -254,23 +260,27 @@ class BinanceClient:
         if order.order_type == "LIMIT":
             params["price"] = format(order.price, "f")
             params["timeInForce"] = order.time_in_force or "GTC"
-        if self.order_transport == "ws":
-            params["recvWindow"] = RECV_WINDOW_MS
-            raw = await self._call(self._client.ws_create_order, **params)
-        else:
-            raw = await self._call(self._client.create_order, **params)
+        client = self._client
+        raw = await self._order_call(client.ws_create_order, client.create_order, **params)
         response = convert_as(OrderResponse, raw, stream=self._stream("order.place"))
         return order_response_to_update(response, order, ts_init=time.time_ns())
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
-        method = self._client.ws_cancel_order if self._ws else self._client.cancel_order
-        raw = await self._call(method, symbol=symbol, origClientOrderId=client_order_id, **self._ws)
+        client = self._client
+        raw = await self._order_call(
+            client.ws_cancel_order,
+            client.cancel_order,
+            symbol=symbol,
+            origClientOrderId=client_order_id,
+        )
         response = convert_as(CancelResponse, raw, stream=self._stream("order.cancel"))
         return _state_update(response, execution_type="CANCELED")
 
     async def query_order(self, symbol: str, client_order_id: str) -> OrderUpdate:
-        method = self._client.ws_get_order if self._ws else self._client.get_order
-        raw = await self._call(method, symbol=symbol, origClientOrderId=client_order_id, **self._ws)
+        client = self._client
+        raw = await self._order_call(
+            client.ws_get_order, client.get_order, symbol=symbol, origClientOrderId=client_order_id
+        )
         state = convert_as(OrderState, raw, stream=self._stream("order.status"))
         update = _state_update(state, execution_type="QUERY")
         executed = update.filled_quantity
@@ -286,8 +296,10 @@ class BinanceClient:
         )
 
     async def open_orders(self, symbol: str) -> list[OrderUpdate]:
-        method = self._client.ws_get_open_orders if self._ws else self._client.get_open_orders
-        raw = await self._call(method, symbol=symbol, **self._ws)
+        client = self._client
+        raw = await self._order_call(
+            client.ws_get_open_orders, client.get_open_orders, symbol=symbol
+        )
         states = convert_as(list[OrderState], raw, stream=self._stream("openOrders.status"))
         return [_state_update(state, execution_type="NEW") for state in states]
 
