@@ -31,10 +31,9 @@ The writer always drains the critical tier before touching the normal one, so ``
 is write order, not record order across tiers; ``ts_init`` keeps the record order.
 
 fsync policy: ``always`` (after every record, by the writer itself, before the next write),
-``critical`` (after every batch holding a
-critical record; normal records at most every ``batch_interval`` seconds), ``batch`` (at
-most every ``batch_interval`` seconds), ``never`` (left to the OS). ``flush()`` and
-``stop()`` fsync whatever the policy.
+``critical`` (after every batch holding a critical record; normal records at most every
+``batch_interval`` seconds), ``batch`` (at most every ``batch_interval`` seconds), ``never``
+(left to the OS). ``flush()`` and ``stop()`` fsync whatever the policy.
 
 Failures (disk full, permissions) are counted in ``write_errors``/``lost`` and logged; a
 failed write is truncated away so the chain on disk stays intact. On ``start()`` a torn final
