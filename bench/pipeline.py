@@ -82,7 +82,7 @@ from svc.bus import BackpressureTier, EventBus
 from svc.config import Config, default_strategies
 from svc.feed import FeedSettings, MarketFeed
 from svc.latency import LatencyHistogram
-from svc.model import Candle, Event, Quote, Trade
+from svc.model import Candle, Event, Quote, Signal, Trade
 from svc.otel import setup_telemetry
 from svc.strategy import Strategy, build_strategies
 from svc.tracing import TickTracer
@@ -306,7 +306,13 @@ class StrategyStep:
         strategies = self._strategies.get(symbol)
         if not strategies or not isinstance(event, Candle | Trade | Quote):
             return
-        decisions = [d for d in (s.on_event(event) for s in strategies) if d is not None]
+        decisions: list[Signal] | None = None  # as in _on_market: no list for no signal
+        for strategy in strategies:
+            decision = strategy.on_event(event)
+            if decision is not None:
+                if decisions is None:
+                    decisions = []
+                decisions.append(decision)
         if not decisions:
             return
         self.signals += len(decisions)
@@ -342,9 +348,15 @@ class NaiveStrategyStep(StrategyStep):
         strategies = self._strategies.get(symbol)
         if not strategies or not isinstance(event, Candle | Trade | Quote):
             return
+        decisions: list[Signal] | None = None
         with self._span("strategy"):
             started = time.perf_counter_ns()
-            decisions = [d for d in (s.on_event(event) for s in strategies) if d is not None]
+            for strategy in strategies:
+                decision = strategy.on_event(event)
+                if decision is not None:
+                    if decisions is None:
+                        decisions = []
+                    decisions.append(decision)
             decided = time.perf_counter_ns()
         self._stage.record((decided - started) / 1e9, {names.ATTR_STAGE: "strategy"})
         outcome = "signal" if decisions else "no_signal"

@@ -137,6 +137,8 @@ def decode_error(raw: str | bytes, *, stream: str = "") -> DecodeError:
         ("k", None, "$.data.k"),
         ("k", [], "$.data.k"),
         ("E", None, "$.data.E"),
+        ("E", -1, "$.data.E"),
+        ("E", 9_223_372_036_855, "$.data.E"),  # its nanoseconds would not fit int64
         ("s", 5, "$.data.s"),
         ("e", "trade", "$.data.e"),  # a trade on a kline stream
     ],

@@ -227,6 +227,23 @@ def test_buffered_histogram_equals_record_by_record(values: list[int], fold_at: 
     assert buffered.percentile(99) == direct.percentile(99)
 
 
+def test_buffered_histogram_takes_values_beyond_int64_without_losing_the_others() -> None:
+    """A record is a bare list append, so nothing refuses a huge value on the hot path; the
+    fold clamps it into the overflow bucket (or to 0 below) and keeps every other value."""
+    from svc.latency import OVERFLOW_INDEX, BufferedHistogram  # noqa: PLC0415
+
+    histogram = BufferedHistogram()
+    for value in (100, 2**70, -(2**70), 200):
+        histogram.record(value)
+    histogram.fold()
+    counts = histogram.snapshot().counts
+    assert histogram.count == 4
+    assert counts[OVERFLOW_INDEX] == 1
+    assert counts[0] == 1  # the huge negative value, as record() clamps negatives
+    assert histogram.max == 2**63 - 1
+    assert histogram.min == 0
+
+
 def test_buffered_histogram_folds_a_prefix_and_keeps_later_records() -> None:
     from svc.latency import BufferedHistogram  # noqa: PLC0415
 

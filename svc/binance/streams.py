@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
-from typing import Annotated, Any, Generic, NamedTuple, TypeVar
+from typing import Annotated, Any, Final, Generic, NamedTuple, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType, field
@@ -61,6 +61,12 @@ MarketNumber = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
 the strings "NaN" and "Infinity" as floats; these bounds refuse them, in C (NaN fails every
 comparison), with the field's path."""
 
+MAX_EVENT_TIME_MS: Final = (2**63 - 1) // 1_000_000
+"""The last millisecond whose nanoseconds fit int64 (in the year 2262)."""
+EventTimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EVENT_TIME_MS)]
+"""An event time ``E`` in ms since the epoch. Bounded so that ``ts_event`` and every latency
+computed from it fit int64 nanoseconds; a frame beyond it is malformed at ``$.data.E``."""
+
 
 @cache
 def _wire_names(kind: type) -> tuple[tuple[str, str], ...]:
@@ -100,13 +106,13 @@ class KlineBar(msgspec.Struct, Generic[P], kw_only=True):
 
 
 class KlineEvent(msgspec.Struct, Generic[P], kw_only=True, tag="kline", tag_field="e"):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     symbol: str = field(name="s")
     kline: KlineBar[P] = field(name="k")
 
 
 class AggTradeEvent(msgspec.Struct, Generic[P], kw_only=True, tag="aggTrade", tag_field="e"):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     symbol: str = field(name="s")
     agg_trade_id: int = field(name="a")
     price: P = field(name="p")
@@ -119,7 +125,7 @@ class AggTradeEvent(msgspec.Struct, Generic[P], kw_only=True, tag="aggTrade", ta
 
 
 class TradeEvent(msgspec.Struct, Generic[P], kw_only=True, tag="trade", tag_field="e"):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     symbol: str = field(name="s")
     trade_id: int = field(name="t")
     price: P = field(name="p")
@@ -136,7 +142,7 @@ class BookTickerEvent(msgspec.Struct, Generic[P], kw_only=True):
 
     event_type: str | UnsetType = field(name="e", default=UNSET)
     update_id: int = field(name="u")
-    event_time: int | UnsetType = field(name="E", default=UNSET)
+    event_time: EventTimeMs | UnsetType = field(name="E", default=UNSET)
     transaction_time: int | UnsetType = field(name="T", default=UNSET)
     symbol: str = field(name="s")
     bid_price: P = field(name="b")
@@ -146,7 +152,7 @@ class BookTickerEvent(msgspec.Struct, Generic[P], kw_only=True):
 
 
 class DepthUpdateEvent(msgspec.Struct, Generic[P], kw_only=True, tag="depthUpdate", tag_field="e"):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     transaction_time: int | UnsetType = field(name="T", default=UNSET)  # USD-M only
     symbol: str = field(name="s")
     first_update_id: int = field(name="U")
@@ -162,7 +168,7 @@ class DepthUpdateEvent(msgspec.Struct, Generic[P], kw_only=True, tag="depthUpdat
 class ExecutionReportEvent(
     msgspec.Struct, Generic[P], kw_only=True, tag="executionReport", tag_field="e"
 ):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     symbol: str = field(name="s")
     client_order_id: str = field(name="c")
     side: str = field(name="S")
@@ -212,7 +218,7 @@ class BalanceEntry(msgspec.Struct, Generic[P], kw_only=True):
 class AccountPositionEvent(
     msgspec.Struct, Generic[P], kw_only=True, tag="outboundAccountPosition", tag_field="e"
 ):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     last_update_time: int = field(name="u")
     balances: list[BalanceEntry[P]] = field(name="B")
 
@@ -251,7 +257,7 @@ class FuturesOrder(msgspec.Struct, Generic[P], kw_only=True):
 class OrderTradeUpdateEvent(
     msgspec.Struct, Generic[P], kw_only=True, tag="ORDER_TRADE_UPDATE", tag_field="e"
 ):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     transaction_time: int = field(name="T")
     order: FuturesOrder[P] = field(name="o")
 
@@ -289,7 +295,7 @@ class FuturesAccount(msgspec.Struct, Generic[P], kw_only=True):
 class AccountUpdateEvent(
     msgspec.Struct, Generic[P], kw_only=True, tag="ACCOUNT_UPDATE", tag_field="e"
 ):
-    event_time: int = field(name="E")
+    event_time: EventTimeMs = field(name="E")
     transaction_time: int = field(name="T")
     account: FuturesAccount[P] = field(name="a")
 
