@@ -336,7 +336,7 @@ class BufferedHistogram:
 def _fold_values(target: LatencyHistogram, chunk: list[int]) -> None:
     """Add ``chunk``'s values to ``target`` exactly as ``LatencyHistogram.record`` would."""
     try:
-        raw = np.array(chunk, dtype=np.int64)
+        raw = np.fromiter(chunk, dtype=np.int64, count=len(chunk))
     except OverflowError:  # a value outside int64: clamp it, as record() buckets it anyway
         raw = np.array([min(max(v, _INT64_MIN), _INT64_MAX) for v in chunk], dtype=np.int64)
     values = np.maximum(raw, 0)  # negative -> 0
