@@ -334,30 +334,32 @@ class BufferedHistogram:
 
 
 def _fold_values(target: LatencyHistogram, chunk: list[int]) -> None:
-    """Add ``chunk``'s values to ``target`` exactly as ``LatencyHistogram.record`` would."""
+    """Add ``chunk``'s values to ``target`` exactly as ``LatencyHistogram.record`` would.
+
+    One formula covers every bucket: with ``v`` clipped to ``[0, 2**42]`` and ``shift`` =
+    ``max(bit_length(v) - 4, 0)``, the index is ``(shift << 3) + (v >> shift)``: ``v`` itself
+    below 16, the log-linear bucket up to 2**42, and ``OVERFLOW_INDEX`` at 2**42 (values above
+    were clipped to it). ``frexp``'s exponent is the bit length, exact below 2**53.
+    """
     try:
         raw = np.fromiter(chunk, dtype=np.int64, count=len(chunk))
-    except OverflowError:  # a value outside int64: clamp it, as record() buckets it anyway
+    except OverflowError:  # a value outside int64: clamp it (sum and max then hold the clamp)
         raw = np.array([min(max(v, _INT64_MIN), _INT64_MAX) for v in chunk], dtype=np.int64)
-    values = np.maximum(raw, 0)  # negative -> 0
-    index = np.empty(values.shape, dtype=np.int64)
-    exact = values < _EXACT_LIMIT
-    overflow = values >= _OVERFLOW_FROM
-    bounded = ~(exact | overflow)
-    index[exact] = values[exact]
-    index[overflow] = OVERFLOW_INDEX
-    middle = values[bounded]
-    # frexp's exponent is the bit length; below 2**42 the float conversion is exact.
-    _mantissa, bits = np.frexp(middle.astype(np.float64))
-    shift = bits.astype(np.int64) - _SUB_BITS - 1
-    index[bounded] = (shift << _SUB_BITS) + (middle >> shift)
+    values = np.clip(raw, 0, _OVERFLOW_FROM)
+    _mantissa, bits = np.frexp(values.astype(np.float64))
+    shift = np.maximum(bits - (_SUB_BITS + 1), 0).astype(np.int64)
+    index = (shift << _SUB_BITS) + (values >> shift)
     counts = np.bincount(index, minlength=OVERFLOW_INDEX + 1)
+    buckets = np.flatnonzero(counts)
     target_counts = target._counts
-    for bucket in np.flatnonzero(counts).tolist():
-        target_counts[bucket] += int(counts[bucket])
-    total = int(values[~overflow].sum()) + sum(values[overflow].tolist())
-    target._sum += total
-    low, high = int(values.min()), int(values.max())
+    for bucket, count in zip(buckets.tolist(), counts[buckets].tolist(), strict=True):
+        target_counts[bucket] += count
+    low, high = int(values.min()), int(raw.max())
+    if high < _OVERFLOW_FROM:  # the usual case: the int64 sum of <= 2**20 values cannot wrap
+        target._sum += int(values.sum())
+    else:
+        bounded = raw < _OVERFLOW_FROM
+        target._sum += int(values[bounded].sum()) + sum(raw[~bounded].tolist())
     target._min = min(target._min, low)
     target._max = max(target._max, high)
 
