@@ -354,7 +354,7 @@ def _fold_values(target: LatencyHistogram, chunk: list[int]) -> None:
     target_counts = target._counts
     for bucket, count in zip(buckets.tolist(), counts[buckets].tolist(), strict=True):
         target_counts[bucket] += count
-    low, high = int(values.min()), int(raw.max())
+    low, high = max(int(raw.min()), 0), int(raw.max())  # record() clamps negatives to 0
     if high < _OVERFLOW_FROM:  # the usual case: the int64 sum of <= 2**20 values cannot wrap
         target._sum += int(values.sum())
     else:
