@@ -372,14 +372,14 @@ class MarketFeed:
         else:
             key = (type(event), getattr(event, "symbol", ""), "")
         messages = self.statistics.messages
-        if key not in messages and len(messages) >= self._message_keys:
-            key = (key[0], OTHER, "")
-        if record_parse is not None:
+        if record_parse is None:
+            if key not in messages and len(messages) >= self._message_keys:
+                key = (key[0], OTHER, "")
+        else:
+            # One lookup: a key with a lag histogram is already counted, so within the cap.
             record_lag = self._lag.get(key)
             if record_lag is None:
-                assert self._recorder is not None
-                lag = self._recorder.stream_lag(stream_label(*key))
-                record_lag = self._lag[key] = lag.record
+                key, record_lag = self._new_lag(key)
             record_lag(ts_init - event.ts_event)  # the decoder bounds event times to int64 ns
         messages[key] += 1
         if isinstance(event, Candle) and not await self._check_gap(event):
@@ -397,6 +397,24 @@ class MarketFeed:
         record_publish = self._record_publish
         if record_publish is not None:
             record_publish(_perf_counter_ns() - parsed)
+
+    def _new_lag(
+        self, key: tuple[type, str, str]
+    ) -> tuple[tuple[type, str, str], Callable[[int], None]]:
+        """The counted key of a key without a lag histogram yet, and its histogram's record.
+
+        Within the cap the key's histogram is created and remembered; beyond it the message
+        counts under ``OTHER``, and its key is not remembered (so it is never taken as counted).
+        """
+        assert self._recorder is not None
+        admitted = key in self.statistics.messages or len(self.statistics.messages) < (
+            self._message_keys
+        )
+        counted = key if admitted else (key[0], OTHER, "")
+        record = self._recorder.stream_lag(stream_label(*counted)).record
+        if admitted:
+            self._lag[key] = record
+        return counted, record
 
     async def _check_gap(self, candle: Candle) -> bool:
         """Backfill closed klines missed before ``candle``; False if it is a duplicate."""

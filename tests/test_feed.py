@@ -271,3 +271,44 @@ async def test_implausible_values_are_counted_under_debug(exchange: FakeExchange
     )
     await run_until(feed, lambda: len(published) == 1)
     assert feed.statistics.malformed == {"invariant: implausible values": 1}
+
+
+@pytest.mark.parametrize("recording", [False, True], ids=["no recorder", "recorder"])
+async def test_streams_beyond_the_key_cap_count_under_other(
+    exchange: FakeExchange, recording: bool
+) -> None:
+    """Counts and feed-lag histograms keep at most the cap's keys; later symbols go to OTHER,
+    every message is still counted once, and a recorder changes none of the counts."""
+    from svc.feed import OTHER  # noqa: PLC0415
+    from svc.latency import StageRecorder  # noqa: PLC0415
+
+    def trade(symbol: str, trade_id: int) -> str:
+        data = {"e": "aggTrade", "E": 1, "s": symbol, "a": trade_id, "p": "1.5", "q": "2"}
+        data |= {"f": 1, "l": 1, "T": 1, "m": False}
+        return json.dumps({"stream": f"{symbol.lower()}@aggTrade", "data": data})
+
+    symbols = [f"S{n}USDT" for n in range(6)]
+    # Each symbol three times, interleaved, so that capped keys come back after the cap.
+    script = [trade(symbol, i) for i in range(3) for symbol in symbols]
+    published: list[Event] = []
+    feed = make_feed(Opener([script]), exchange, published)
+    recorder = StageRecorder()
+    if recording:
+        feed._recorder = recorder
+        feed._record_parse = recorder.parse.record
+        feed._record_publish = recorder.publish.record
+    feed._message_keys = 3
+    await run_until(feed, lambda: len(published) == len(script))
+    messages = feed.statistics.messages
+    assert messages == {
+        (Trade, "S0USDT", ""): 3,
+        (Trade, "S1USDT", ""): 3,
+        (Trade, "S2USDT", ""): 3,
+        (Trade, OTHER, ""): 9,
+    }
+    lags = {stream: h.count for stream, h in recorder.feed_lag_by_stream.items()}
+    if recording:
+        assert sorted(lags.values()) == [3, 3, 3, 9]
+        assert sum(lags.values()) == len(script)
+    else:
+        assert lags == {}
