@@ -385,7 +385,11 @@ class MarketFeed:
         if isinstance(event, Candle) and not await self._check_gap(event):
             return
         tracer = self._tracer
-        trace = tracer.start(ts_init, started) if tracer is not None else None
+        trace = None
+        if tracer is not None:
+            tracer.countdown -= 1  # TickTracer.start, inlined: one decrement per message
+            if not tracer.countdown:
+                trace = tracer.chosen(ts_init, started)
         if trace is None:
             self._publish(event)
         else:

@@ -1,10 +1,14 @@
 """Tick tracing on the hot path: decide once per message, record cheaply, emit later.
 
-A message is sampled at receive, before anything else happens to it: one call to
-``TickTracer.start`` (a random draw against the ratio) returns ``None`` for an unsampled
-message, which then touches no tracing code at all, or a ``TickTrace`` that travels with the
-event across the bus tiers (wrapped in ``Traced``) and collects ``(stage, start, end)``
-boundaries as plain integers. When the tick is over, ``finish`` hands the record to a
+A message is sampled at receive, before anything else happens to it. The decision is a
+countdown: ``TickTracer.countdown`` is the number of messages until the next one sampled by
+ratio, drawn from the geometric distribution with ``p = ratio`` each time it runs out, which
+picks the same messages in distribution as one random draw per message, for one integer
+decrement per message. The feed decrements it inline and calls ``chosen`` when it reaches
+zero; other callers use ``start``, which does both. An unsampled message touches no other
+tracing code; a sampled one gets a ``TickTrace`` that travels with the event across the bus
+tiers (wrapped in ``Traced``) and collects ``(stage, start, end)`` boundaries as plain
+integers. When the tick is over, ``finish`` hands the record to a
 bounded queue; a background thread (``svc.otel``) turns it into real OpenTelemetry spans —
 a root ``tick`` and one child per stage — with the ids chosen here, so the trace id is known
 from the first microsecond (logs and the audit journal carry it) and no span object is
@@ -29,6 +33,7 @@ nanoseconds with the tick's own anchor (``ts_init`` and the perf counter at rece
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -109,14 +114,19 @@ class TickTracer:
         max_per_second: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ratio = max(0.0, min(1.0, ratio))
+        self._random = rng or random.random
+        self._ratio = 0.0
+        self.countdown = -1
+        """Messages until the next one sampled by ratio, this one counted (1: the next
+        message); a decrement per message, the message that takes it to 0 is sampled.
+        Negative when the ratio is 0: it never reaches 0."""
+        self.ratio = ratio
         self.max_per_second = max(0.0, max_per_second)
         self._monotonic = monotonic
         self._tokens = self.max_per_second
         self._refilled = monotonic()
         self.rate_limited = 0
         self.slow_threshold_ns = slow_threshold_ns
-        self._random = rng or random.random
         self._bits = bits or random.getrandbits
         self.finished: deque[TickTrace] = deque()
         self._capacity = capacity
@@ -124,10 +134,37 @@ class TickTracer:
         self.forced = 0
         self.dropped = 0
 
+    @property
+    def ratio(self) -> float:
+        """The share of messages sampled, 0..1 (setting it draws a new countdown)."""
+        return self._ratio
+
+    @ratio.setter
+    def ratio(self, ratio: float) -> None:
+        self._ratio = max(0.0, min(1.0, ratio))
+        self.countdown = self._gap()
+
+    def _gap(self) -> int:
+        """A geometric draw on 1, 2, ...: P(gap = k) = (1 - ratio) ** (k - 1) * ratio."""
+        ratio = self._ratio
+        if ratio <= 0.0:
+            return -1
+        if ratio >= 1.0:
+            return 1
+        # 1 - random() lies in (0, 1]: the logarithm is finite and <= 0.
+        return int(math.log(1.0 - self._random()) / math.log1p(-ratio)) + 1
+
     def start(self, wall_ns: int, perf_ns: int) -> TickTrace | None:
         """Decide whether the message received at ``wall_ns``/``perf_ns`` is traced."""
-        if self._random() >= self.ratio:
+        self.countdown -= 1
+        if self.countdown:
             return None
+        return self.chosen(wall_ns, perf_ns)
+
+    def chosen(self, wall_ns: int, perf_ns: int) -> TickTrace | None:
+        """The countdown reached 0 at this message: draw the next gap and trace the message,
+        unless the cap (``max_per_second``) refuses it."""
+        self.countdown = self._gap()
         if self.max_per_second and not self._admit():
             return None
         self.sampled += 1

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
+import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -39,10 +42,34 @@ def test_unsampled_ticks_create_nothing_and_sampled_ones_get_ids() -> None:
     assert all(len(t.trace_id_hex) == 32 and len(t.span_id_hex) == 16 for t in traces if t)
 
 
-def test_ratio_follows_a_seeded_draw() -> None:
-    draws = iter([0.5, 0.009, 0.011, 0.0])
+def test_each_draw_sets_the_gap_to_the_next_sampled_message() -> None:
+    # gap = floor(log(1 - draw) / log(1 - ratio)) + 1: a draw of 0 samples the next message,
+    # 1 - 0.99**2.5 skips two messages and samples the third.
+    draws = iter([0.0, 1 - 0.99**2.5, 0.0, 0.5])
     tracer = TickTracer(ratio=0.01, rng=lambda: next(draws))
-    assert [tracer.start(0, 0) is not None for _ in range(4)] == [False, True, False, True]
+    sampled = [tracer.start(0, 0) is not None for _ in range(5)]
+    assert sampled == [True, False, False, True, True]
+    assert tracer.countdown == 69  # the fourth draw: log(0.5) / log(0.99) = 68.97
+
+
+def test_the_countdown_samples_the_ratio_in_distribution() -> None:
+    rng = random.Random(20261126)
+    tracer = TickTracer(ratio=0.01, rng=rng.random)
+    messages = 1_000_000
+    positions = [n for n in range(messages) if tracer.start(0, 0) is not None]
+    # Binomial(1e6, 0.01): sd 99.5; five of them either side.
+    assert abs(len(positions) - 10_000) < 500
+    gaps = [b - a for a, b in itertools.pairwise(positions)]
+    assert abs(statistics.fmean(gaps) - 100) < 5  # geometric mean 1 / ratio
+    assert 0.007 < sum(gap == 1 for gap in gaps) / len(gaps) < 0.013  # P(gap = 1) = ratio
+
+
+def test_a_ratio_set_later_takes_effect_at_once() -> None:
+    tracer = TickTracer(ratio=1.0)
+    tracer.ratio = 0.0  # what Telemetry.start_tick_spans does without an exporter
+    assert all(tracer.start(0, 0) is None for _ in range(1000))
+    tracer.ratio = 1.0
+    assert tracer.start(0, 0) is not None
 
 
 def test_stage_times_are_converted_to_wall_clock_and_the_queue_is_bounded() -> None:
