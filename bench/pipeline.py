@@ -320,6 +320,19 @@ class StrategyStep:
             await self._signal.put(decision)
 
 
+def decide(strategies: list[Strategy], event: Candle | Trade | Quote) -> list[Signal] | None:
+    """The decisions of ``strategies`` on ``event``, ``None`` for none (the loop of
+    ``_on_market``; ``StrategyStep`` keeps it inline, as ``_on_market`` does)."""
+    decisions: list[Signal] | None = None
+    for strategy in strategies:
+        decision = strategy.on_event(event)
+        if decision is not None:
+            if decisions is None:
+                decisions = []
+            decisions.append(decision)
+    return decisions
+
+
 class NaiveStrategyStep(StrategyStep):
     """The ``off`` step plus what users usually add: a span and SDK histogram records."""
 
@@ -348,15 +361,9 @@ class NaiveStrategyStep(StrategyStep):
         strategies = self._strategies.get(symbol)
         if not strategies or not isinstance(event, Candle | Trade | Quote):
             return
-        decisions: list[Signal] | None = None
         with self._span("strategy"):
             started = time.perf_counter_ns()
-            for strategy in strategies:
-                decision = strategy.on_event(event)
-                if decision is not None:
-                    if decisions is None:
-                        decisions = []
-                    decisions.append(decision)
+            decisions = decide(strategies, event)
             decided = time.perf_counter_ns()
         self._stage.record((decided - started) / 1e9, {names.ATTR_STAGE: "strategy"})
         outcome = "signal" if decisions else "no_signal"
