@@ -24,6 +24,16 @@ from svc.model import Candle, Event, NewOrder
 from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimExchange
 from svc.tracing import Traced
 
+RESTING_LIMIT_ORDER = {
+    "symbol": "BTCUSDT",
+    "side": "BUY",
+    "type": "LIMIT",
+    "timeInForce": "GTC",
+    "quantity": "0.001",
+    "price": "30000",
+}
+"""python-binance order parameters: a buy far below the simulated market, so it rests."""
+
 
 @asynccontextmanager
 async def binance_client(

@@ -30,7 +30,7 @@ from svc.errors import (
 )
 from svc.model import Candle, OrderUpdate, Quote, Trade
 from svc.sim.server import DEFAULT_API_KEY, SimConfig, SimExchange
-from tests.simclient import as_svc_error, binance_client, recv
+from tests.simclient import RESTING_LIMIT_ORDER, as_svc_error, binance_client, recv
 
 pytestmark = pytest.mark.integration
 
@@ -184,15 +184,7 @@ async def test_order_rejections_use_binance_codes(
 
 async def test_duplicate_client_order_id_is_rejected(sim: SimExchange) -> None:
     async with binance_client(sim) as (client, _):
-        order = {
-            "symbol": "BTCUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "timeInForce": "GTC",
-            "quantity": "0.001",
-            "price": "30000",
-            "newClientOrderId": "dup-1",
-        }
+        order = {**RESTING_LIMIT_ORDER, "newClientOrderId": "dup-1"}
         await client.create_order(**order)
         with pytest.raises(BinanceAPIException) as caught:
             await client.create_order(**order)

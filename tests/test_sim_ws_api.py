@@ -31,19 +31,10 @@ from svc.clock import FakeClock
 from svc.errors import AuthenticationFailed, DuplicateOrder, TimestampOutsideWindow
 from svc.model import OrderUpdate
 from svc.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig, SimExchange
+from tests.simclient import RESTING_LIMIT_ORDER as LIMIT_ORDER
 from tests.simclient import as_svc_error, recv
 
 pytestmark = pytest.mark.integration
-
-LIMIT_ORDER = {
-    "symbol": "BTCUSDT",
-    "side": "BUY",
-    "type": "LIMIT",
-    "timeInForce": "GTC",
-    "quantity": "0.001",
-    "price": "30000",
-}
-"""A buy far below the simulated market: it rests on the book."""
 
 
 @pytest.fixture
